@@ -1,0 +1,138 @@
+"""Typed settings, loaded once at start-up and handed down.
+
+Precedence, lowest first: class defaults < ``config/config.toml`` < files listed in
+``CHAT_SERVICE_SETTINGS`` < ``CHAT_SERVICE_<SECTION>_<KEY>`` environment variables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import typed_settings as ts
+from typed_settings.types import Secret
+
+APPNAME = "chat-service"
+DEFAULT_CONFIG_FILE = Path("config/config.toml")
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be at least 1, not {value}")
+
+
+@attrs.frozen
+class DatabaseSettings:
+    """Where the data lives and how connections are pooled."""
+
+    url: Secret[str] = ts.secret(
+        default=Secret("sqlite+aiosqlite:///data/chat.sqlite3"),
+        help="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
+    )
+    pool_size: int = ts.option(default=10, validator=_positive)
+    max_overflow: int = ts.option(default=10)
+    pool_timeout_seconds: float = ts.option(default=10.0)
+    sqlite_busy_timeout_ms: int = ts.option(default=10_000)
+    echo: bool = ts.option(default=False, help="Log every SQL statement (never in production).")
+
+
+@attrs.frozen
+class HttpSettings:
+    """The HTTP server (Hypercorn) and request limits."""
+
+    bind: str = ts.option(default="127.0.0.1:8080")
+    workers: int = ts.option(default=1, validator=_positive)
+    max_body_bytes: int = ts.option(default=64 * 1024, validator=_positive)
+    body_timeout_seconds: float = ts.option(default=30.0)
+    keep_alive_seconds: float = ts.option(default=5.0)
+    graceful_timeout_seconds: float = ts.option(default=10.0)
+
+
+@attrs.frozen
+class LimitSettings:
+    """Bounds on what one request may ask for or send."""
+
+    message_chars: int = ts.option(default=10_000, validator=_positive)
+    page_size_default: int = ts.option(default=50, validator=_positive)
+    page_size_max: int = ts.option(default=200, validator=_positive)
+    session_inline_messages: int = ts.option(default=1000, validator=_positive)
+
+
+@attrs.frozen
+class SessionSettings:
+    """Behaviour of chat sessions."""
+
+    default_message: str = ts.option(default="Hello, how may I help you?")
+
+
+@attrs.frozen
+class SecuritySettings:
+    """Keys. Never put real values in the committed TOML."""
+
+    cursor_secret: Secret[str] = ts.secret(
+        default=Secret(""),
+        help="Signs pagination cursors. Empty: a random key per process "
+        "(cursors then do not survive a restart or cross replicas).",
+    )
+
+
+@attrs.frozen
+class LogSettings:
+    """Logging output."""
+
+    level: str = ts.option(default="INFO")
+    format: Literal["json", "text"] = ts.option(default="text")
+    access_log: bool = ts.option(default=True)
+
+
+@attrs.frozen
+class Settings:
+    """All settings of the service."""
+
+    database: DatabaseSettings = DatabaseSettings()
+    http: HttpSettings = HttpSettings()
+    limits: LimitSettings = LimitSettings()
+    sessions: SessionSettings = SessionSettings()
+    security: SecuritySettings = SecuritySettings()
+    log: LogSettings = LogSettings()
+
+    def __attrs_post_init__(self) -> None:
+        if self.limits.page_size_default > self.limits.page_size_max:
+            raise ValueError("limits.page_size_default must not exceed limits.page_size_max")
+
+
+def load(config_files: Iterable[Path] = (DEFAULT_CONFIG_FILE,)) -> Settings:
+    """Load the settings from the config files and the environment."""
+    return ts.load(Settings, appname=APPNAME, config_files=list(config_files))
+
+
+def load_without_environment(
+    config_files: Iterable[Path] = (DEFAULT_CONFIG_FILE,),
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Load the settings from files and a mapping only (tests, tools)."""
+    loaders: list[ts.loaders.Loader] = [
+        ts.FileLoader(
+            files=list(config_files),
+            formats={"*.toml": ts.TomlFormat(APPNAME)},
+        )
+    ]
+    if overrides:
+        loaders.append(ts.loaders.DictLoader(dict(overrides)))
+    return ts.load_settings(Settings, loaders)
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The settings as a nested dict with every secret replaced by ``***``."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, Secret):
+            return "***" if value.get_secret_value() else ""
+        if attrs.has(type(value)):
+            return {f.name: convert(getattr(value, f.name)) for f in attrs.fields(type(value))}
+        return value
+
+    result: dict[str, Any] = convert(settings)
+    return result

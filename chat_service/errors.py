@@ -1,0 +1,46 @@
+"""Domain errors: what the services raise. No web imports here.
+
+Each error has a stable ``code`` (the problem ``type`` slug) and a ``title``;
+``routes/problems.py`` maps them to HTTP statuses in one place.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error a service raises on purpose."""
+
+    code = "error"
+    title = "Request could not be completed"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(DomainError):
+    """The object does not exist (or the caller may not know that it does)."""
+
+    code = "not-found"
+    title = "Resource not found"
+
+
+class Conflict(DomainError):
+    """The request conflicts with the current state of the object."""
+
+    code = "conflict"
+    title = "Request conflicts with the current state"
+
+
+class InvalidCursor(DomainError):
+    """A pagination cursor was not issued by this service for this list."""
+
+    code = "invalid-cursor"
+    title = "Invalid pagination cursor"
+
+
+class Unavailable(DomainError):
+    """A dependency (the database) cannot be reached right now."""
+
+    code = "unavailable"
+    title = "Service temporarily unavailable"

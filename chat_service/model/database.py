@@ -1,0 +1,127 @@
+"""The engine, the session factory and the unit of work."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from sqlalchemy import event, make_url, text
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Tasks started by ``cancel_safe`` that are still running: held so they are not
+# garbage-collected, and awaited by ``Database.dispose`` before the pool closes.
+_in_flight: set[asyncio.Task[Any]] = set()
+
+
+def cancel_safe(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Awaitable[T]]:
+    """Run a service call to completion even if its caller is cancelled.
+
+    A client that disconnects makes the server cancel its request task. Cancelling a
+    database call half-way can leave a connection inside an open transaction (on
+    SQLite, holding the write lock), so the call runs in its own task that commits or
+    rolls back as usual while the caller's cancellation goes ahead.
+    """
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        task = asyncio.ensure_future(fn(*args, **kwargs))
+        _in_flight.add(task)
+        task.add_done_callback(_settled)
+        return await asyncio.shield(task)
+
+    return wrapper
+
+
+def _settled(task: asyncio.Task[Any]) -> None:
+    _in_flight.discard(task)
+    if not task.cancelled() and (error := task.exception()) is not None:
+        # Seen only when the caller had gone: the caller gets the error otherwise.
+        log.debug("service call finished after its caller left: %r", error)
+
+
+def _sqlite_on_connect(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (see _sqlite_begin), instead
+        # of the sqlite3 module's implicit, statement-sniffing transactions.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+    return on_connect
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    # A writer takes the write lock up front (BEGIN IMMEDIATE) so that it waits on
+    # busy_timeout instead of failing with "database is locked" when it upgrades a
+    # read transaction; readers use a plain deferred BEGIN and never block writers.
+    immediate = connection.get_execution_options().get("sqlite_immediate", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """An async engine and the units of work built on it."""
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        pool_size: int = 10,
+        max_overflow: int = 10,
+        pool_timeout: float = 10.0,
+        sqlite_busy_timeout_ms: int = 10_000,
+        echo: bool = False,
+    ) -> None:
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        options: dict[str, Any] = {"pool_pre_ping": True, "echo": echo}
+        if self.dialect == "sqlite":
+            _ensure_sqlite_directory(parsed)
+        options.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout)
+        self.engine = create_async_engine(parsed, **options)
+        writer_engine = self.engine
+        if self.dialect == "sqlite":
+            sync_engine = self.engine.sync_engine
+            event.listen(sync_engine, "connect", _sqlite_on_connect(sqlite_busy_timeout_ms))
+            event.listen(sync_engine, "begin", _sqlite_begin)
+            writer_engine = self.engine.execution_options(sqlite_immediate=True)
+        self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = async_sessionmaker(writer_engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def unit_of_work(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+        """One transaction: COMMIT on a clean exit, ROLLBACK on any exception."""
+        factory = self._writer if write else self._reader
+        async with factory.begin() as session:
+            yield session
+
+    async def ping(self) -> None:
+        """Run a trivial query; raises if the database cannot be reached."""
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        """Wait for service calls still running, then close every pooled connection."""
+        pending = [task for task in _in_flight if task.get_loop() is asyncio.get_running_loop()]
+        if pending:
+            await asyncio.wait(pending, timeout=10)
+        await self.engine.dispose()
+
+
+def _ensure_sqlite_directory(url: URL) -> None:
+    database = url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)

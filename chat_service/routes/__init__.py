@@ -1,0 +1,15 @@
+"""HTTP routes: parse and validate, call one service function, shape the answer."""
+
+from __future__ import annotations
+
+from quart import Quart
+
+from chat_service.routes import health, hooks, messages, problems, sessions
+
+
+def register(app: Quart) -> None:
+    """Attach the hooks, error handlers and blueprints to ``app``."""
+    hooks.register(app)
+    problems.register(app)
+    for module in (health, sessions, messages):
+        app.register_blueprint(module.blueprint)

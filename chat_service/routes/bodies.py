@@ -1,0 +1,62 @@
+"""Reading a JSON request body strictly: media type, size, encoding, syntax, schema."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from quart import request
+from quart_schema import DataSource, RequestSchemaValidationError, document_request
+from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+
+from chat_service.routes.state import app_state
+
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[..., Awaitable[Any]]
+
+
+def json_body(model: type[M], *, optional: bool = False) -> Callable[[Handler], Handler]:
+    """Validate the JSON body against ``model`` and pass it to the handler as ``data``.
+
+    Answers 415 for another media type, 413 above ``http.max_body_bytes`` (Quart checks
+    the declared length before reading and the running total while reading), 400 for
+    a body that is not UTF-8 or not JSON, and 422 naming each invalid field. With
+    ``optional``, an empty body means ``{}``.
+    """
+
+    def decorator(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            data = await _read_json(optional=optional)
+            limits = app_state().settings.limits
+            try:
+                parsed = model.model_validate(data, context={"message_chars": limits.message_chars})
+            except ValidationError as error:
+                raise RequestSchemaValidationError(error) from None
+            return await handler(*args, data=parsed, **kwargs)
+
+        return document_request(model, source=DataSource.JSON)(wrapper)
+
+    return decorator
+
+
+async def _read_json(*, optional: bool) -> Any:
+    is_json = request.mimetype == "application/json" or request.mimetype.endswith("+json")
+    if not is_json and not optional:
+        raise UnsupportedMediaType("Send the body as application/json.")
+    raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+    if not raw.strip() and optional:
+        return {}
+    if not is_json:
+        raise UnsupportedMediaType("Send the body as application/json.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("The body is not valid UTF-8.") from None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise BadRequest("The body is not valid JSON.") from None

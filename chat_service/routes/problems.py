@@ -1,0 +1,128 @@
+"""One mapping from every error to an RFC 9457 ``application/problem+json`` answer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from pydantic import ValidationError
+from quart import Quart, Response, json
+from quart_schema import RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from chat_service.errors import Conflict, DomainError, InvalidCursor, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MIMETYPE: Final = "application/problem+json"
+STATUS: Final[Mapping[type[DomainError], int]] = {
+    NotFound: 404,
+    Conflict: 409,
+    InvalidCursor: 400,
+    Unavailable: 503,
+}
+RETRY_AFTER_SECONDS: Final = "5"
+
+
+class InvalidInput(Exception):
+    """Input that passed the schema but breaks a configured limit (answers 422)."""
+
+    def __init__(self, errors: Sequence[Mapping[str, str]]) -> None:
+        super().__init__("invalid input")
+        self.errors = list(errors)
+
+
+def problem(
+    status: int, title: str, *, detail: str, kind: str | None = None, **extra: Any
+) -> Response:
+    """An ``application/problem+json`` response."""
+    body = {
+        "type": f"urn:chat-service:problem:{kind}" if kind else "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    return Response(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
+
+
+def field_errors(error: ValidationError, *, location: str) -> list[dict[str, str]]:
+    """Each Pydantic error as ``{"detail", "pointer"|"parameter"}``.
+
+    The submitted value is left out on purpose: it may be a customer's private text.
+    """
+    result = []
+    for item in error.errors(include_url=False, include_input=False, include_context=False):
+        path = [str(part) for part in item["loc"]]
+        if location == "body":
+            result.append({"detail": item["msg"], "pointer": "#/" + "/".join(path)})
+        else:
+            result.append({"detail": item["msg"], "parameter": ".".join(path) or "(query)"})
+    return result
+
+
+def register(app: Quart) -> None:
+    """Install the error handlers on ``app``."""
+
+    @app.errorhandler(DomainError)
+    async def domain(error: DomainError) -> Response:
+        status = next((s for cls, s in STATUS.items() if isinstance(error, cls)), 500)
+        response = problem(status, error.title, kind=error.code, detail=error.detail)
+        if status == 503:
+            response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        return response
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def invalid(error: RequestSchemaValidationError) -> Response:
+        cause = error.validation_error
+        location = "body" if type(error) is RequestSchemaValidationError else "query"
+        errors = (
+            field_errors(cause, location=location) if isinstance(cause, ValidationError) else []
+        )
+        return _invalid(errors)
+
+    @app.errorhandler(InvalidInput)
+    async def invalid_input(error: InvalidInput) -> Response:
+        return _invalid(error.errors)
+
+    @app.errorhandler(InternalServerError)
+    async def internal(_error: InternalServerError) -> Response:
+        # Quart has logged the traceback once; the body never carries exception text.
+        return problem(
+            500,
+            "Internal Server Error",
+            detail="The server could not complete the request.",
+        )
+
+    @app.errorhandler(HTTPException)
+    async def http(error: HTTPException) -> Response:
+        status = error.code or 500
+        response = problem(
+            status, error.name, detail=error.description or error.name, kind=_kind(status)
+        )
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
+
+
+def _invalid(errors: list[Any]) -> Response:
+    return problem(
+        422,
+        "Request is not valid",
+        kind="validation-error",
+        detail="One or more inputs are not valid; see errors.",
+        errors=errors,
+    )
+
+
+def _kind(status: int) -> str | None:
+    return {
+        400: "bad-request",
+        404: "not-found",
+        405: "method-not-allowed",
+        408: "request-timeout",
+        413: "payload-too-large",
+        415: "unsupported-media-type",
+    }.get(status)

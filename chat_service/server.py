@@ -1,0 +1,132 @@
+"""Serving the application with Hypercorn: one process, or a supervisor and workers.
+
+Settings are loaded once by the command line and handed to each worker process
+(pickled), so a worker never reads the configuration again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+from collections.abc import Callable
+from multiprocessing.synchronize import Event as EventType
+from typing import Any
+
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
+from hypercorn.utils import wrap_app
+
+from chat_service import logs
+from chat_service.app import create_app
+from chat_service.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def hypercorn_config(settings: Settings) -> HypercornConfig:
+    """Hypercorn's configuration, derived from ``settings.http``."""
+    config = HypercornConfig()
+    config.bind = [settings.http.bind]
+    config.workers = settings.http.workers
+    config.keep_alive_timeout = settings.http.keep_alive_seconds
+    config.graceful_timeout = settings.http.graceful_timeout_seconds
+    config.accesslog = logging.getLogger("hypercorn.access") if settings.log.access_log else None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.access_log_format = logs.ACCESS_LOG_FORMAT
+    return config
+
+
+def run(settings: Settings) -> int:
+    """Serve until SIGINT or SIGTERM; returns the exit code."""
+    config = hypercorn_config(settings)
+    sockets = config.create_sockets()
+    if settings.http.workers == 1:
+        _serve(settings, config, sockets, shutdown_event=None)
+        return 0
+    return _supervise(settings, config, sockets)
+
+
+def _supervise(settings: Settings, config: HypercornConfig, sockets: Sockets) -> int:
+    context = multiprocessing.get_context("spawn")
+    shutdown_event = context.Event()
+    workers = [
+        context.Process(
+            target=_worker,
+            args=(settings, config, sockets, shutdown_event),
+            name=f"chat-service-worker-{index}",
+        )
+        for index in range(settings.http.workers)
+    ]
+
+    def stop(*_args: Any) -> None:
+        shutdown_event.set()
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # workers inherit this; the supervisor decides
+    for worker in workers:
+        worker.start()
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    log.info("serving on %s with %d workers", settings.http.bind, len(workers))
+    multiprocessing.connection.wait([worker.sentinel for worker in workers])
+    # One worker ended (a signal, or a crash): stop the others too.
+    shutdown_event.set()
+    for worker in workers:
+        worker.join(config.graceful_timeout + 5)
+        if worker.is_alive():
+            worker.terminate()
+            worker.join()
+    return max((abs(worker.exitcode or 0) for worker in workers), default=0)
+
+
+def _worker(
+    settings: Settings, config: HypercornConfig, sockets: Sockets, shutdown_event: EventType
+) -> None:
+    logs.configure(settings.log)
+    _serve(settings, config, sockets, shutdown_event)
+
+
+def _serve(
+    settings: Settings,
+    config: HypercornConfig,
+    sockets: Sockets,
+    shutdown_event: EventType | None,
+) -> None:
+    app = create_app(settings)
+    runner = _event_loop_runner()
+    runner(_serve_async(app, config, sockets, shutdown_event))
+
+
+async def _serve_async(
+    app: Any, config: HypercornConfig, sockets: Sockets, shutdown_event: EventType | None
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    if shutdown_event is not None:
+        loop.run_in_executor(None, _wait_then_set, shutdown_event, loop, stop)
+    log.info("serving on %s", ", ".join(config.bind))
+    await worker_serve(
+        wrap_app(app, config.wsgi_max_body_size, "asgi"),
+        config,
+        sockets=sockets,
+        shutdown_trigger=stop.wait,
+    )
+
+
+def _wait_then_set(
+    shutdown_event: EventType, loop: asyncio.AbstractEventLoop, stop: asyncio.Event
+) -> None:
+    shutdown_event.wait()
+    loop.call_soon_threadsafe(stop.set)
+
+
+def _event_loop_runner() -> Callable[[Any], None]:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run

@@ -1,0 +1,1 @@
+"""Pydantic request and response models: the public contract of the API."""

@@ -1,0 +1,87 @@
+"""Messages: what clients send and what they get back."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+AuthorTypeName = Literal["customer", "service_agent"]
+
+
+def _storable_text(value: str) -> str:
+    # PostgreSQL cannot store NUL, and a lone surrogate cannot be encoded as UTF-8.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+class NewMessage(BaseModel):
+    """A message to post to a session."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    content: Annotated[str, AfterValidator(_storable_text)] = Field(
+        min_length=1,
+        description="The text of the message: not blank, no NUL, at most "
+        "`limits.message_chars` characters (10 000 by default).",
+    )
+    author_type: AuthorTypeName = Field(description="Who writes the message.")
+
+    @field_validator("content")
+    @classmethod
+    def _within_limit(cls, value: str, info: ValidationInfo) -> str:
+        # The limit is configuration, so it comes in the validation context.
+        limit = (info.context or {}).get("message_chars")
+        if limit is not None and len(value) > limit:
+            raise PydanticCustomError(
+                "string_too_long",
+                "String should have at most {max_length} characters",
+                {"max_length": limit},
+            )
+        return value
+
+
+class MessageOut(BaseModel):
+    """A message of a session, in the order given by `seq`."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID = Field(description="The message's id.")
+    seq: int = Field(description="Position in the session: 1, 2, 3, ... without gaps.")
+    author_type: AuthorTypeName = Field(description="Who wrote the message.")
+    content: str = Field(description="The text of the message.")
+    timestamp: datetime = Field(
+        validation_alias="created_at", description="When the message was posted (UTC)."
+    )
+
+
+class MessagePageOut(BaseModel):
+    """A page of a session's messages, oldest first."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    items: list[MessageOut] = Field(description="The messages of this page.")
+    next_cursor: str | None = Field(
+        description="Pass as `after` for the next page; null when this is the last page."
+    )
+
+
+class MessagePageQuery(BaseModel):
+    """Query parameters of a page of messages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int | None = Field(default=None, description="Messages per page.")
+    after: str | None = Field(
+        default=None, max_length=256, description="`next_cursor` of the previous page."
+    )
