@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 
 from chat_service import __version__, logs
-from chat_service.config import DEFAULT_CONFIG_FILE, Settings, load, masked
+from chat_service.config import DEFAULT_CONFIG_FILE, Settings, SettingsError, load, masked
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("show-config", help="print the effective settings, secrets masked")
     args = parser.parse_args(argv)
 
-    settings = load([args.config])
+    try:
+        settings = load([args.config])
+    except SettingsError as error:
+        parser.exit(2, f"chat-service: invalid settings: {error}\n")
     logs.configure(settings.log)
     if args.command == "serve":
         from chat_service import server

@@ -103,9 +103,20 @@ class Settings:
             raise ValueError("limits.page_size_default must not exceed limits.page_size_max")
 
 
+class SettingsError(ValueError):
+    """The configuration cannot be used; the message names each bad value."""
+
+
 def load(config_files: Iterable[Path] = (DEFAULT_CONFIG_FILE,)) -> Settings:
-    """Load the settings from the config files and the environment."""
-    return ts.load(Settings, appname=APPNAME, config_files=list(config_files))
+    """Load the settings from the config files and the environment.
+
+    Raises:
+        SettingsError: a value is missing, malformed or out of range.
+    """
+    try:
+        return ts.load(Settings, appname=APPNAME, config_files=list(config_files))
+    except (ts.exceptions.TsError, ValueError) as error:
+        raise SettingsError(_describe(error)) from None
 
 
 def load_without_environment(
@@ -121,7 +132,18 @@ def load_without_environment(
     ]
     if overrides:
         loaders.append(ts.loaders.DictLoader(dict(overrides)))
-    return ts.load_settings(Settings, loaders)
+    try:
+        return ts.load_settings(Settings, loaders)
+    except (ts.exceptions.TsError, ValueError) as error:
+        raise SettingsError(_describe(error)) from None
+
+
+def _describe(error: BaseException) -> str:
+    """Every leaf of a (nested) exception group, with the notes that locate it."""
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(_describe(inner) for inner in error.exceptions)
+    notes = [note for note in getattr(error, "__notes__", []) if note]
+    return " ".join([str(error) or type(error).__name__, *(f"({note})" for note in notes)])
 
 
 def masked(settings: Settings) -> dict[str, Any]:

@@ -44,3 +44,6 @@ def configure(settings: LogSettings) -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # aiosqlite logs every operation at DEBUG with its SQL parameters, which hold chat
+    # text; LOG_LEVEL=DEBUG must not put customer data in the logs.
+    logging.getLogger("aiosqlite").setLevel(max(root.level, logging.INFO))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
 import signal
 from collections.abc import Callable
 from multiprocessing.synchronize import Event as EventType

@@ -54,9 +54,9 @@ async def app(
     sections = {**settings_overrides}
     sections["database"] = {**sections.get("database", {}), "url": database_url}
     application = create_app(load_test_settings(**sections))
-    async with application.test_app() as running:
+    async with application.test_app():
         await wipe(app_state(application).db)
-        yield running
+        yield application
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def postgres_admin_url() -> str:
     """The URL of the PostgreSQL server the tests use; fails the test when it is not set."""
     url = os.environ.get(POSTGRES_URL_VARIABLE)
     if not url:
-        import pytest  # noqa: PLC0415
+        import pytest
 
         pytest.fail(f"PostgreSQL tests need {POSTGRES_URL_VARIABLE} (they fail, never skip)")
     return url

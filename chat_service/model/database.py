@@ -100,13 +100,23 @@ class Database:
             writer_engine = self.engine.execution_options(sqlite_immediate=True)
         self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writer = async_sessionmaker(writer_engine, expire_on_commit=False)
+        # SQLite has one writer at a time. Queueing this process's writers here hands the
+        # lock over at once, where SQLite's busy handler would poll with growing sleeps;
+        # other processes are still kept out by the database lock and busy_timeout.
+        self._write_turn = asyncio.Lock() if self.dialect == "sqlite" else None
 
     @asynccontextmanager
     async def unit_of_work(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
         """One transaction: COMMIT on a clean exit, ROLLBACK on any exception."""
-        factory = self._writer if write else self._reader
-        async with factory.begin() as session:
-            yield session
+        if not write:
+            async with self._reader.begin() as session:
+                yield session
+        elif self._write_turn is None:
+            async with self._writer.begin() as session:
+                yield session
+        else:
+            async with self._write_turn, self._writer.begin() as session:
+                yield session
 
     async def ping(self) -> None:
         """Run a trivial query; raises if the database cannot be reached."""

@@ -7,7 +7,7 @@ from quart import Blueprint
 from quart_schema import document_response, tag_blueprint, validate_response
 
 from chat_service.routes.state import app_state
-from chat_service.services import health
+from chat_service.services import health as health_checks
 from chat_service.transport.problems import Problem
 
 blueprint = Blueprint("health", __name__)
@@ -22,7 +22,7 @@ class HealthOut(BaseModel):
 
 @blueprint.get("/health")
 @validate_response(HealthOut, 200)
-async def get_health() -> HealthOut:
+async def health() -> HealthOut:
     """Tell whether the process is alive.
 
     Liveness only: answers without touching the database, so a slow database never
@@ -34,10 +34,10 @@ async def get_health() -> HealthOut:
 @blueprint.get("/health/ready")
 @validate_response(HealthOut, 200)
 @document_response(Problem, 503)
-async def get_readiness() -> HealthOut:
+async def readiness() -> HealthOut:
     """Tell whether the service can serve requests.
 
     Checks that the database answers; 503 when it does not.
     """
-    await health.check_database(app_state().db)
+    await health_checks.check_database(app_state().db)
     return HealthOut(status="ok")

@@ -55,9 +55,7 @@ async def create_message(
         inline_limit=None if minimal else state.settings.limits.session_inline_messages,
     )
     headers = {
-        "Location": url_for(
-            "messages.get_message", session_id=session_id, message_id=posted.message.id
-        )
+        "Location": url_for("messages.message", session_id=session_id, message_id=posted.message.id)
     }
     if posted.session is None:
         headers["Preference-Applied"] = "return=minimal"
@@ -71,7 +69,7 @@ async def create_message(
 @document_response(Problem, 400)
 @document_response(Problem, 404)
 @document_response(Problem, 422)
-async def list_messages(session_id: uuid.UUID, query_args: MessagePageQuery) -> MessagePageOut:
+async def messages_page(session_id: uuid.UUID, query_args: MessagePageQuery) -> MessagePageOut:
     """List a session's messages, a page at a time.
 
     Ordered by `seq`. `limit` is 1 to `limits.page_size_max` (200 by default; 50 when
@@ -92,7 +90,7 @@ async def list_messages(session_id: uuid.UUID, query_args: MessagePageQuery) -> 
 @blueprint.get("/sessions/<uuid:session_id>/messages/<uuid:message_id>")
 @validate_response(MessageOut, 200)
 @document_response(Problem, 404)
-async def get_message(session_id: uuid.UUID, message_id: uuid.UUID) -> MessageOut:
+async def message(session_id: uuid.UUID, message_id: uuid.UUID) -> MessageOut:
     """Get one message of a session."""
     message = await messages.get_message(
         app_state().db, session_id=session_id, message_id=message_id

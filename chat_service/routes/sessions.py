@@ -32,14 +32,14 @@ async def create_session(data: NewSession) -> tuple[SessionOut, int, dict[str, s
     """
     state = app_state()
     view = await sessions.open_session(state.db, greeting=state.settings.sessions.default_message)
-    location = url_for("sessions.get_session", session_id=view.id)
+    location = url_for("sessions.session", session_id=view.id)
     return SessionOut.model_validate(view, from_attributes=True), 201, {"Location": location}
 
 
 @blueprint.get("/sessions/<uuid:session_id>")
 @validate_response(SessionOut, 200)
 @document_response(Problem, 404)
-async def get_session(session_id: uuid.UUID) -> SessionOut:
+async def session(session_id: uuid.UUID) -> SessionOut:
     """Get a session with its messages.
 
     Messages come oldest first. Beyond `limits.session_inline_messages` (1000 by

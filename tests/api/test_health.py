@@ -1,0 +1,48 @@
+"""Liveness never touches the database; readiness does, and says 503 when it is down."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from quart import Quart
+from quart.typing import TestClientProtocol
+
+from chat_service.app import create_app
+from tests.factories import problem_of
+from tests.support import load_test_settings
+
+
+async def test_readiness_is_200_when_the_database_answers(client: TestClientProtocol) -> None:
+    response = await client.get("/health/ready")
+
+    assert response.status_code == 200
+    assert (await response.get_json())["status"] == "ok"
+
+
+@pytest.fixture
+async def app_without_database(database_url: str, tmp_path: Path) -> AsyncIterator[Quart]:
+    """The service configured with a database of the same kind that cannot be reached."""
+    if database_url.startswith("sqlite"):
+        unreachable = f"sqlite+aiosqlite:///{tmp_path}"  # a directory: cannot be opened
+    else:
+        unreachable = "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"
+    settings = load_test_settings(
+        database={"url": unreachable, "pool_timeout_seconds": 1.0},
+    )
+    app = create_app(settings)
+    async with app.test_app():
+        yield app
+
+
+async def test_readiness_is_503_when_the_database_is_down(app_without_database: Quart) -> None:
+    client = app_without_database.test_client()
+
+    live = await client.get("/health")
+    ready = await client.get("/health/ready")
+
+    assert live.status_code == 200
+    body = await problem_of(ready, 503)
+    assert body["type"] == "urn:chat-service:problem:unavailable"
+    assert ready.headers["Retry-After"].isdigit()

@@ -1,0 +1,67 @@
+"""Every route is documented: summary, tag, the problems it can answer, a stable operationId."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Quart
+from quart.typing import TestClientProtocol
+from quart_schema.openapi import QUART_SCHEMA_HIDDEN_ATTRIBUTE, QUART_SCHEMA_TAG_ATTRIBUTE
+from quart_schema.validation import (
+    QUART_SCHEMA_QUERYSTRING_ATTRIBUTE,
+    QUART_SCHEMA_REQUEST_ATTRIBUTE,
+    QUART_SCHEMA_RESPONSE_ATTRIBUTE,
+)
+
+# Clients generate code from these: renaming a handler is a breaking change.
+OPERATION_IDS = {
+    ("/health", "get"): "get_health",
+    ("/health/ready", "get"): "get_readiness",
+    ("/sessions", "post"): "post_create_session",
+    ("/sessions/{session_id}", "get"): "get_session",
+    ("/sessions/{session_id}/messages", "post"): "post_create_message",
+    ("/sessions/{session_id}/messages", "get"): "get_messages_page",
+    ("/sessions/{session_id}/messages/{message_id}", "get"): "get_message",
+}
+
+
+def api_views(app: Quart) -> list[tuple[str, Any, set[str]]]:
+    """(path, view, tags) of every route that the OpenAPI document describes."""
+    views = []
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        if rule.endpoint == "static" or getattr(view, QUART_SCHEMA_HIDDEN_ATTRIBUTE, False):
+            continue
+        blueprint = app.blueprints.get(rule.endpoint.rpartition(".")[0])
+        tags = {
+            *getattr(view, QUART_SCHEMA_TAG_ATTRIBUTE, set()),
+            *getattr(blueprint, QUART_SCHEMA_TAG_ATTRIBUTE, set()),
+        }
+        views.append((rule.rule, view, tags))
+    return views
+
+
+def test_every_route_has_a_summary_a_tag_and_its_problems(app: Quart) -> None:
+    for path, view, tags in api_views(app):
+        responses = getattr(view, QUART_SCHEMA_RESPONSE_ATTRIBUTE, {})
+        summary = (view.__doc__ or "").strip().splitlines()
+        assert summary, f"{path}: docstring"
+        assert len(summary[0]) <= 70, f"{path}: summary line"
+        assert tags, f"{path}: tag"
+        if "<" in path:
+            assert 404 in responses, f"{path}: documents 404"
+        if hasattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE):
+            assert {400, 413, 415, 422} <= responses.keys(), f"{path}: body problems"
+        if hasattr(view, QUART_SCHEMA_QUERYSTRING_ATTRIBUTE):
+            assert 422 in responses, f"{path}: query problems"
+
+
+async def test_operation_ids_are_stable(client: TestClientProtocol) -> None:
+    spec = await (await client.get("/openapi.json")).get_json()
+
+    found = {
+        (path, method): operation["operationId"]
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+    }
+    assert found == OPERATION_IDS

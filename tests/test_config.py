@@ -1,0 +1,89 @@
+"""Settings: TOML defaults, environment overrides, secrets that never show."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chat_service import cli, config
+from tests.support import ROOT
+
+
+def load_shipped() -> config.Settings:
+    return config.load([ROOT / config.DEFAULT_CONFIG_FILE])
+
+
+def test_shipped_defaults_run_locally_on_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in __import__("os").environ if n.startswith("CHAT_SERVICE_")]:
+        monkeypatch.delenv(name)
+
+    settings = load_shipped()
+
+    assert settings.database.url.get_secret_value().startswith("sqlite+aiosqlite:///data/")
+    assert settings.http.bind == "127.0.0.1:8080"
+    assert settings.limits.message_chars == 10_000
+    assert (settings.limits.page_size_default, settings.limits.page_size_max) == (50, 200)
+    assert settings.limits.session_inline_messages == 1000
+    assert settings.http.max_body_bytes == 64 * 1024
+    assert settings.sessions.default_message == "Hello, how may I help you?"
+
+
+def test_environment_overrides_each_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAT_SERVICE_DATABASE_URL", "postgresql+asyncpg://u:pw@db/chat")
+    monkeypatch.setenv("CHAT_SERVICE_HTTP_BIND", "0.0.0.0:9000")
+    monkeypatch.setenv("CHAT_SERVICE_HTTP_WORKERS", "4")
+    monkeypatch.setenv("CHAT_SERVICE_LIMITS_MESSAGE_CHARS", "500")
+    monkeypatch.setenv("CHAT_SERVICE_LOG_FORMAT", "json")
+
+    settings = load_shipped()
+
+    assert settings.database.url.get_secret_value() == "postgresql+asyncpg://u:pw@db/chat"
+    assert settings.http.bind == "0.0.0.0:9000"
+    assert settings.http.workers == 4
+    assert settings.limits.message_chars == 500
+    assert settings.log.format == "json"
+
+
+def test_settings_files_from_the_environment_override_the_toml(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('[chat-service.security]\ncursor_secret = "from-a-mounted-file"\n')
+    monkeypatch.setenv("CHAT_SERVICE_SETTINGS", str(secrets))
+
+    settings = load_shipped()
+
+    assert settings.security.cursor_secret.get_secret_value() == "from-a-mounted-file"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("CHAT_SERVICE_HTTP_WORKERS", "0"), ("CHAT_SERVICE_LIMITS_PAGE_SIZE_DEFAULT", "500")],
+)
+def test_invalid_settings_are_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(config.SettingsError, match=r"workers|page_size"):
+        load_shipped()
+
+
+def test_show_config_masks_secrets(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("CHAT_SERVICE_DATABASE_URL", "postgresql+asyncpg://u:hunter2@db/chat")
+    monkeypatch.setenv("CHAT_SERVICE_SECURITY_CURSOR_SECRET", "sekrit-cursor-key")
+
+    assert cli.main(["show-config"]) == 0
+
+    out = capsys.readouterr().out
+    shown = json.loads(out)
+    assert shown["database"]["url"] == "***"
+    assert shown["security"]["cursor_secret"] == "***"  # noqa: S105 - the mask, not a secret
+    assert "hunter2" not in out
+    assert "sekrit" not in out
+    assert repr(load_shipped()).count("hunter2") == 0
