@@ -10,11 +10,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import event, make_url, text
+from sqlalchemy import event, exc, make_url, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from chat_service.errors import Unavailable
+
 log = logging.getLogger(__name__)
+
+# Failures that mean "the database cannot be used right now" rather than a bug: the
+# server is down or restarting, the connection broke, the pool is exhausted, or
+# SQLite's write lock was not free within busy_timeout.
+_UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, OSError)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -87,7 +94,9 @@ class Database:
     ) -> None:
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
-        options: dict[str, Any] = {"pool_pre_ping": True, "echo": echo}
+        # hide_parameters: statement parameters hold chat text, which must never reach a
+        # log line or an error message.
+        options: dict[str, Any] = {"pool_pre_ping": True, "echo": echo, "hide_parameters": True}
         if self.dialect == "sqlite":
             _ensure_sqlite_directory(parsed)
         options.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout)
@@ -107,7 +116,20 @@ class Database:
 
     @asynccontextmanager
     async def unit_of_work(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
-        """One transaction: COMMIT on a clean exit, ROLLBACK on any exception."""
+        """One transaction: COMMIT on a clean exit, ROLLBACK on any exception.
+
+        Raises:
+            Unavailable: the database cannot be reached or used right now.
+        """
+        try:
+            async with self._transaction(write=write) as session:
+                yield session
+        except _UNAVAILABLE as error:
+            log.warning("database unavailable: %s", type(error).__name__)
+            raise Unavailable("the database is not available; try again shortly") from None
+
+    @asynccontextmanager
+    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncSession]:
         if not write:
             async with self._reader.begin() as session:
                 yield session

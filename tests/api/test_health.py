@@ -46,3 +46,15 @@ async def test_readiness_is_503_when_the_database_is_down(app_without_database: 
     body = await problem_of(ready, 503)
     assert body["type"] == "urn:chat-service:problem:unavailable"
     assert ready.headers["Retry-After"].isdigit()
+
+
+async def test_requests_answer_503_when_the_database_is_down(app_without_database: Quart) -> None:
+    client = app_without_database.test_client()
+
+    created = await client.post("/sessions")
+    read = await client.get("/sessions/01a207aa-9bd4-7454-b565-fba10f85994e")
+
+    for response in (created, read):
+        body = await problem_of(response, 503)
+        assert body["type"] == "urn:chat-service:problem:unavailable"
+        assert response.headers["Retry-After"].isdigit()
