@@ -10,6 +10,9 @@ import uuid_utils.compat
 from sqlalchemy import DateTime, Dialect, MetaData, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase
 
+# The Alembic revision these models describe; a test keeps it equal to the newest one.
+SCHEMA_REVISION = "0001"
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",

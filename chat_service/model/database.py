@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import event, exc, make_url, text
+from sqlalchemy import event, exc, inspect, make_url, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
@@ -140,10 +140,19 @@ class Database:
             async with self._write_turn, self._writer.begin() as session:
                 yield session
 
-    async def ping(self) -> None:
-        """Run a trivial query; raises if the database cannot be reached."""
+    async def schema_revision(self) -> str | None:
+        """The Alembic revision of the database (None before the first migration).
+
+        Raises whatever the driver raises when the database cannot be reached.
+        """
         async with self.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+            migrated = await connection.run_sync(
+                lambda sync: inspect(sync).has_table("alembic_version")
+            )
+            if not migrated:
+                return None
+            revision = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+            return None if revision is None else str(revision)
 
     async def dispose(self) -> None:
         """Wait for service calls still running, then close every pooled connection."""

@@ -45,6 +45,10 @@ def json_body(model: type[M], *, optional: bool = False) -> Callable[[Handler], 
 
 async def _read_json(*, optional: bool) -> Any:
     is_json = request.mimetype == "application/json" or request.mimetype.endswith("+json")
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if is_json and charset not in {"utf-8", "utf8"}:
+        # RFC 8259: JSON exchanged between systems is UTF-8.
+        raise UnsupportedMediaType("Send the body as application/json in UTF-8.")
     if not is_json and not optional:
         raise UnsupportedMediaType("Send the body as application/json.")
     raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)

@@ -15,6 +15,7 @@ from quart_schema import (
 
 from chat_service.model import AuthorType
 from chat_service.routes.bodies import json_body
+from chat_service.routes.openapi import alternative_response
 from chat_service.routes.preferences import PreferHeader, prefers_minimal
 from chat_service.routes.problems import InvalidInput
 from chat_service.routes.state import app_state
@@ -31,6 +32,7 @@ tag_blueprint(blueprint, ["messages"])
 @json_body(NewMessage)
 @document_headers(PreferHeader)
 @document_response(SessionOut, 201)
+@alternative_response(MessageOut, 201)
 @document_response(Problem, 400)
 @document_response(Problem, 404)
 @document_response(Problem, 413)

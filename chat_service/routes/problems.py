@@ -56,10 +56,16 @@ def field_errors(error: ValidationError, *, location: str) -> list[dict[str, str
     for item in error.errors(include_url=False, include_input=False, include_context=False):
         path = [str(part) for part in item["loc"]]
         if location == "body":
-            result.append({"detail": item["msg"], "pointer": "#/" + "/".join(path)})
+            pointer = "".join(f"/{_escape_pointer(part)}" for part in path)
+            result.append({"detail": item["msg"], "pointer": f"#{pointer}"})
         else:
             result.append({"detail": item["msg"], "parameter": ".".join(path) or "(query)"})
     return result
+
+
+def _escape_pointer(part: str) -> str:
+    # RFC 6901: "~" and "/" inside a member name are escaped.
+    return part.replace("~", "~0").replace("/", "~1")
 
 
 def register(app: Quart) -> None:

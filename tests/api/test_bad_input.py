@@ -35,8 +35,9 @@ async def assert_unchanged(client: TestClientProtocol, session_id: str, seqs: li
         ({"content": "hello", "author_type": "customer", "admin": True}, "#/admin"),
         ({"content": LONG, "author_type": "customer"}, "#/content"),
         ({"content": "nul \x00 inside", "author_type": "customer"}, "#/content"),
-        ([], "#/"),
-        ("just a string", "#/"),
+        ([], "#"),
+        ("just a string", "#"),
+        ({"content/~": "x", "content": "hi", "author_type": "customer"}, "#/content~1~0"),
     ],
 )
 async def test_invalid_message_is_422_naming_the_field(
@@ -106,7 +107,14 @@ async def test_malformed_or_non_utf8_body_is_400(client: TestClientProtocol, raw
 
 
 @pytest.mark.parametrize(
-    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", None]
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+        "application/json; charset=latin-1",
+        None,
+    ],
 )
 async def test_wrong_content_type_is_415(
     client: TestClientProtocol, content_type: str | None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,7 @@ from quart.typing import TestClientProtocol
 
 from chat_service.app import create_app
 from tests.factories import problem_of
-from tests.support import load_test_settings
+from tests.support import load_test_settings, postgres_admin_url, scratch_database, sqlite_url
 
 
 async def test_readiness_is_200_when_the_database_answers(client: TestClientProtocol) -> None:
@@ -58,3 +58,29 @@ async def test_requests_answer_503_when_the_database_is_down(app_without_databas
         body = await problem_of(response, 503)
         assert body["type"] == "urn:chat-service:problem:unavailable"
         assert response.headers["Retry-After"].isdigit()
+
+
+@pytest.fixture
+def unmigrated_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """An empty database of the same kind that was never migrated (sync: no loop yet)."""
+    if database_url.startswith("sqlite"):
+        yield sqlite_url(tmp_path / "empty.sqlite3")
+        return
+    with scratch_database(postgres_admin_url()) as url:
+        yield url
+
+
+@pytest.fixture
+async def app_on_unmigrated_database(unmigrated_url: str) -> AsyncIterator[Quart]:
+    app = create_app(load_test_settings(database={"url": unmigrated_url}))
+    async with app.test_app():
+        yield app
+
+
+async def test_readiness_is_503_before_the_schema_is_migrated(
+    app_on_unmigrated_database: Quart,
+) -> None:
+    response = await app_on_unmigrated_database.test_client().get("/health/ready")
+
+    body = await problem_of(response, 503)
+    assert "chat-service migrate" in body["detail"]

@@ -10,13 +10,15 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from chat_service.model import Base
+from chat_service.model import SCHEMA_REVISION, Base
 from tests.conftest import BACKENDS
 from tests.support import (
+    alembic_config,
     alembic_downgrade,
     alembic_upgrade,
     postgres_admin_url,
@@ -66,3 +68,9 @@ def test_upgrade_downgrade_upgrade_matches_the_models(empty_database: str) -> No
     tables, differences = inspect_database(empty_database)
     assert {"chat_sessions", "messages"} <= tables
     assert differences == []
+
+
+def test_models_name_the_newest_revision() -> None:
+    script = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://"))
+
+    assert script.get_current_head() == SCHEMA_REVISION
