@@ -37,6 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("show-config", help="print the effective settings, secrets masked")
     args = parser.parse_args(argv)
 
+    if not args.config.is_file():
+        parser.exit(
+            2,
+            f"chat-service: settings file {args.config} not found (run from the "
+            "project directory, or pass --config)\n",
+        )
     try:
         settings = load([args.config])
     except SettingsError as error:

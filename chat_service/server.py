@@ -10,15 +10,18 @@ import asyncio
 import logging
 import multiprocessing
 import multiprocessing.connection
+import secrets
 import signal
 from collections.abc import Callable
 from multiprocessing.synchronize import Event as EventType
 from typing import Any
 
+import attrs
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
+from typed_settings.types import Secret
 
 from chat_service import logs
 from chat_service.app import create_app
@@ -51,6 +54,7 @@ def run(settings: Settings) -> int:
 
 
 def _supervise(settings: Settings, config: HypercornConfig, sockets: Sockets) -> int:
+    settings = _with_shared_cursor_secret(settings)
     context = multiprocessing.get_context("spawn")
     shutdown_event = context.Event()
     workers = [
@@ -80,6 +84,18 @@ def _supervise(settings: Settings, config: HypercornConfig, sockets: Sockets) ->
             worker.terminate()
             worker.join()
     return max((abs(worker.exitcode or 0) for worker in workers), default=0)
+
+
+def _with_shared_cursor_secret(settings: Settings) -> Settings:
+    """Give every worker the same cursor key when none is configured.
+
+    Without it each worker would draw its own key, and a cursor issued by one worker
+    would be refused by the next. Replicas still need a configured key.
+    """
+    if settings.security.cursor_secret.get_secret_value():
+        return settings
+    security = attrs.evolve(settings.security, cursor_secret=Secret(secrets.token_urlsafe(32)))
+    return attrs.evolve(settings, security=security)
 
 
 def _worker(
