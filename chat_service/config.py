@@ -12,15 +12,29 @@ from typing import Any, Literal
 
 import attrs
 import typed_settings as ts
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
 from typed_settings.types import Secret
 
 APPNAME = "chat-service"
 DEFAULT_CONFIG_FILE = Path("config/config.toml")
 
 
-def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be at least 1, not {value}")
+def _positive(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, not {value}")
+
+
+def _database_url(_instance: object, _attribute: object, value: Secret[str]) -> None:
+    try:
+        url = make_url(value.get_secret_value())
+    except ArgumentError:
+        raise ValueError("database.url is not a database URL") from None
+    if url.drivername not in {"sqlite+aiosqlite", "postgresql+asyncpg"}:
+        raise ValueError(
+            "database.url must start with sqlite+aiosqlite:// or postgresql+asyncpg://, "
+            f"not {url.drivername}://"
+        )
 
 
 @attrs.frozen
@@ -30,11 +44,12 @@ class DatabaseSettings:
     url: Secret[str] = ts.secret(
         default=Secret("sqlite+aiosqlite:///data/chat.sqlite3"),
         help="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
+        validator=_database_url,
     )
     pool_size: int = ts.option(default=10, validator=_positive)
-    max_overflow: int = ts.option(default=10)
-    pool_timeout_seconds: float = ts.option(default=10.0)
-    sqlite_busy_timeout_ms: int = ts.option(default=10_000)
+    max_overflow: int = ts.option(default=10, validator=attrs.validators.ge(0))
+    pool_timeout_seconds: float = ts.option(default=10.0, validator=_positive)
+    sqlite_busy_timeout_ms: int = ts.option(default=10_000, validator=attrs.validators.ge(0))
     echo: bool = ts.option(default=False, help="Log every SQL statement (never in production).")
 
 
@@ -45,9 +60,9 @@ class HttpSettings:
     bind: str = ts.option(default="127.0.0.1:8080")
     workers: int = ts.option(default=1, validator=_positive)
     max_body_bytes: int = ts.option(default=64 * 1024, validator=_positive)
-    body_timeout_seconds: float = ts.option(default=30.0)
-    keep_alive_seconds: float = ts.option(default=5.0)
-    graceful_timeout_seconds: float = ts.option(default=10.0)
+    body_timeout_seconds: float = ts.option(default=30.0, validator=_positive)
+    keep_alive_seconds: float = ts.option(default=5.0, validator=_positive)
+    graceful_timeout_seconds: float = ts.option(default=10.0, validator=_positive)
 
 
 @attrs.frozen
@@ -82,7 +97,9 @@ class SecuritySettings:
 class LogSettings:
     """Logging output."""
 
-    level: str = ts.option(default="INFO")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = ts.option(
+        default="INFO", converter=str.upper
+    )
     format: Literal["json", "text"] = ts.option(default="text")
     access_log: bool = ts.option(default=True)
 

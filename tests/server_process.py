@@ -1,4 +1,4 @@
-"""Running the real service (``python -m chat_service ...``) as a subprocess for tests.
+"""Running the real service (``chat-service ...``) as a subprocess for tests.
 
 Configuration reaches the process only through ``CHAT_SERVICE_*`` environment variables,
 as in the Docker image; the working directory is the repository root, so the shipped
@@ -22,6 +22,8 @@ import httpx
 
 from tests.support import ROOT
 
+# The console script the Docker image and `make run` use, from the same environment.
+CHAT_SERVICE = str(Path(sys.executable).with_name("chat-service"))
 STARTUP_SECONDS = 20.0
 STOP_SECONDS = 10.0
 
@@ -48,9 +50,9 @@ def service_env(**settings: str) -> dict[str, str]:
 def run_cli(
     *args: str, env: Mapping[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m chat_service *args`` to completion (bounded by ``timeout``)."""
+    """Run ``chat-service *args`` to completion (bounded by ``timeout``)."""
     return subprocess.run(
-        [sys.executable, "-m", "chat_service", *args],
+        [CHAT_SERVICE, *args],
         cwd=ROOT,
         env=dict(env),
         capture_output=True,
@@ -115,14 +117,14 @@ class Server:
 def serving(
     env: Mapping[str, str], log_path: Path, *, port: int, wait: bool = True
 ) -> Iterator[Server]:
-    """Start ``python -m chat_service serve`` with ``env``; always killed on the way out.
+    """Start ``chat-service serve`` with ``env``; always killed on the way out.
 
     The process gets a session (and process group) of its own, so that any worker left
     behind by a failing test is killed with it.
     """
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "chat_service", "serve"],
+            [CHAT_SERVICE, "serve"],
             cwd=ROOT,
             env=dict(env),
             stdin=subprocess.DEVNULL,

@@ -60,14 +60,21 @@ def test_settings_files_from_the_environment_override_the_toml(
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("CHAT_SERVICE_HTTP_WORKERS", "0"), ("CHAT_SERVICE_LIMITS_PAGE_SIZE_DEFAULT", "500")],
+    [
+        ("CHAT_SERVICE_HTTP_WORKERS", "0"),
+        ("CHAT_SERVICE_LIMITS_PAGE_SIZE_DEFAULT", "500"),
+        ("CHAT_SERVICE_LOG_LEVEL", "verbose"),
+        ("CHAT_SERVICE_DATABASE_URL", "mysql://db/chat"),
+        ("CHAT_SERVICE_DATABASE_URL", "not a url"),
+        ("CHAT_SERVICE_DATABASE_POOL_TIMEOUT_SECONDS", "-1"),
+    ],
 )
 def test_invalid_settings_are_refused(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
     monkeypatch.setenv(variable, value)
 
-    with pytest.raises(config.SettingsError, match=r"workers|page_size"):
+    with pytest.raises(config.SettingsError, match=r"workers|page_size|literals|url|timeout"):
         load_shipped()
 
 

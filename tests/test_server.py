@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from chat_service.server import _with_shared_cursor_secret
+from tests.conftest import BACKENDS
 from tests.server_process import (
     Server,
     child_pids,
@@ -48,7 +49,7 @@ ROUNDS = 8
 GREETING = "Hello, how may I help you?"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

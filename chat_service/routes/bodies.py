@@ -45,10 +45,6 @@ def json_body(model: type[M], *, optional: bool = False) -> Callable[[Handler], 
 
 async def _read_json(*, optional: bool) -> Any:
     is_json = request.mimetype == "application/json" or request.mimetype.endswith("+json")
-    charset = request.mimetype_params.get("charset", "utf-8").lower()
-    if is_json and charset not in {"utf-8", "utf8"}:
-        # RFC 8259: JSON exchanged between systems is UTF-8.
-        raise UnsupportedMediaType("Send the body as application/json in UTF-8.")
     if not is_json and not optional:
         raise UnsupportedMediaType("Send the body as application/json.")
     raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)
@@ -56,11 +52,18 @@ async def _read_json(*, optional: bool) -> Any:
         return {}
     if not is_json:
         raise UnsupportedMediaType("Send the body as application/json.")
+    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+        raise UnsupportedMediaType("Send the body without a Content-Encoding.")
+    if request.mimetype_params.get("charset", "utf-8").lower() not in {"utf-8", "utf8"}:
+        # RFC 8259: JSON exchanged between systems is UTF-8.
+        raise UnsupportedMediaType("Send the body as application/json in UTF-8.")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("The body is not valid UTF-8.") from None
     try:
         return json.loads(text)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise BadRequest("The body is nested too deeply.") from None
+    except ValueError:
         raise BadRequest("The body is not valid JSON.") from None

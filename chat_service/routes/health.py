@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import document_response, tag_blueprint, validate_response
 
 from chat_service.routes.state import app_state
 from chat_service.services import health as health_checks
+from chat_service.transport.health import HealthOut
 from chat_service.transport.problems import Problem
 
 blueprint = Blueprint("health", __name__)
 tag_blueprint(blueprint, ["health"])
-
-
-class HealthOut(BaseModel):
-    """The state of the service."""
-
-    status: str = Field(description="`ok` when the service can do its work.")
 
 
 @blueprint.get("/health")

@@ -16,11 +16,17 @@ from quart_schema import (
 from chat_service.model import AuthorType
 from chat_service.routes.bodies import json_body
 from chat_service.routes.openapi import alternative_response
-from chat_service.routes.preferences import PreferHeader, prefers_minimal
+from chat_service.routes.preferences import prefers_minimal
 from chat_service.routes.problems import InvalidInput
 from chat_service.routes.state import app_state
 from chat_service.services import messages
-from chat_service.transport.messages import MessageOut, MessagePageOut, MessagePageQuery, NewMessage
+from chat_service.transport.messages import (
+    MessageOut,
+    MessagePageOut,
+    MessagePageQuery,
+    NewMessage,
+    PreferHeader,
+)
 from chat_service.transport.problems import Problem
 from chat_service.transport.sessions import SessionOut
 
@@ -38,6 +44,7 @@ tag_blueprint(blueprint, ["messages"])
 @document_response(Problem, 413)
 @document_response(Problem, 415)
 @document_response(Problem, 422)
+@document_response(Problem, 503)
 async def create_message(
     session_id: uuid.UUID, data: NewMessage
 ) -> tuple[SessionOut | MessageOut, int, dict[str, str]]:
@@ -57,7 +64,10 @@ async def create_message(
         inline_limit=None if minimal else state.settings.limits.session_inline_messages,
     )
     headers = {
-        "Location": url_for("messages.message", session_id=session_id, message_id=posted.message.id)
+        "Vary": "Prefer",
+        "Location": url_for(
+            "messages.message", session_id=session_id, message_id=posted.message.id
+        ),
     }
     if posted.session is None:
         headers["Preference-Applied"] = "return=minimal"
@@ -71,6 +81,7 @@ async def create_message(
 @document_response(Problem, 400)
 @document_response(Problem, 404)
 @document_response(Problem, 422)
+@document_response(Problem, 503)
 async def messages_page(session_id: uuid.UUID, query_args: MessagePageQuery) -> MessagePageOut:
     """List a session's messages, a page at a time.
 
@@ -92,6 +103,7 @@ async def messages_page(session_id: uuid.UUID, query_args: MessagePageQuery) -> 
 @blueprint.get("/sessions/<uuid:session_id>/messages/<uuid:message_id>")
 @validate_response(MessageOut, 200)
 @document_response(Problem, 404)
+@document_response(Problem, 503)
 async def message(session_id: uuid.UUID, message_id: uuid.UUID) -> MessageOut:
     """Get one message of a session."""
     message = await messages.get_message(

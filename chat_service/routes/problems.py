@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -23,6 +24,7 @@ STATUS: Final[Mapping[type[DomainError], int]] = {
     Unavailable: 503,
 }
 RETRY_AFTER_SECONDS: Final = "5"
+_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 class InvalidInput(Exception):
@@ -55,6 +57,11 @@ def field_errors(error: ValidationError, *, location: str) -> list[dict[str, str
     result = []
     for item in error.errors(include_url=False, include_input=False, include_context=False):
         path = [str(part) for part in item["loc"]]
+        if item["type"] == "extra_forbidden" and not _NAME.fullmatch(path[-1]):
+            # An unknown member's name is submitted text too: named only when it looks
+            # like a field name, never when it could be anything a client typed.
+            path = path[:-1]
+            item["msg"] = "Unknown fields are not permitted"
         if location == "body":
             pointer = "".join(f"/{_escape_pointer(part)}" for part in path)
             result.append({"detail": item["msg"], "pointer": f"#{pointer}"})

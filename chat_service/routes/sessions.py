@@ -24,6 +24,7 @@ tag_blueprint(blueprint, ["sessions"])
 @document_response(Problem, 413)
 @document_response(Problem, 415)
 @document_response(Problem, 422)
+@document_response(Problem, 503)
 async def create_session(data: NewSession) -> tuple[SessionOut, int, dict[str, str]]:
     """Open a chat session.
 
@@ -39,6 +40,7 @@ async def create_session(data: NewSession) -> tuple[SessionOut, int, dict[str, s
 @blueprint.get("/sessions/<uuid:session_id>")
 @validate_response(SessionOut, 200)
 @document_response(Problem, 404)
+@document_response(Problem, 503)
 async def session(session_id: uuid.UUID) -> SessionOut:
     """Get a session with its messages.
 

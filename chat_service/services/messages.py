@@ -33,6 +33,7 @@ async def post_message(
 
     Raises:
         NotFound: no such session.
+        Unavailable: the database cannot be used right now.
     """
     now = utc_now()
     async with db.unit_of_work() as uow:
@@ -79,6 +80,7 @@ async def list_messages(
     Raises:
         InvalidCursor: ``after`` was not issued for this session's messages.
         NotFound: no such session.
+        Unavailable: the database cannot be used right now.
     """
     after_seq = 0 if after is None else cursors.decode(MESSAGES_CURSOR, session_id, after)
     async with db.unit_of_work(write=False) as uow:
@@ -106,6 +108,7 @@ async def get_message(db: Database, *, session_id: uuid.UUID, message_id: uuid.U
 
     Raises:
         NotFound: no such session, or no such message in it.
+        Unavailable: the database cannot be used right now.
     """
     async with db.unit_of_work(write=False) as uow:
         message = await uow.scalar(

@@ -15,7 +15,11 @@ from chat_service.services.views import SessionView
 
 @cancel_safe
 async def open_session(db: Database, *, greeting: str) -> SessionView:
-    """Open a session whose first message is the support side's greeting."""
+    """Open a session whose first message is the support side's greeting.
+
+    Raises:
+        Unavailable: the database cannot be used right now.
+    """
     now = utc_now()
     session = ChatSession(id=new_id(), created_at=now, updated_at=now, last_seq=1)
     message = Message(
@@ -39,6 +43,7 @@ async def get_session(db: Database, *, session_id: uuid.UUID, inline_limit: int)
 
     Raises:
         NotFound: no such session.
+        Unavailable: the database cannot be used right now.
     """
     async with db.unit_of_work(write=False) as uow:
         session = await uow.get(ChatSession, session_id)

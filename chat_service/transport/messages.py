@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Literal
@@ -84,4 +85,22 @@ class MessagePageQuery(BaseModel):
     limit: int | None = Field(default=None, description="Messages per page.")
     after: str | None = Field(
         default=None, max_length=256, description="`next_cursor` of the previous page."
+    )
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _digits_only(cls, value: object) -> object:
+        # Python's int() would take "5_0", "+5", " 3" and "2.0" would pass lax mode.
+        if isinstance(value, str) and not re.fullmatch(r"[0-9]{1,9}", value):
+            raise PydanticCustomError("int_parsing", "Input should be a whole number")
+        return value
+
+
+class PreferHeader(BaseModel):
+    """Request headers understood when creating a message."""
+
+    prefer: str | None = Field(
+        default=None,
+        description="`return=minimal` answers with the created message alone "
+        "instead of the whole session (RFC 7240).",
     )

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 from quart.typing import TestClientProtocol
+from sqlalchemy import text
 
+from chat_service.routes.state import app_state
 from tests.factories import JSON, create_session, post_message, problem_of
 
 LONG = "x" * 10_001
@@ -37,7 +39,7 @@ async def assert_unchanged(client: TestClientProtocol, session_id: str, seqs: li
         ({"content": "nul \x00 inside", "author_type": "customer"}, "#/content"),
         ([], "#"),
         ("just a string", "#"),
-        ({"content/~": "x", "content": "hi", "author_type": "customer"}, "#/content~1~0"),
+        ({"my card 4111 1111": 1, "content": "hi", "author_type": "customer"}, "#"),
     ],
 )
 async def test_invalid_message_is_422_naming_the_field(
@@ -51,6 +53,7 @@ async def test_invalid_message_is_422_naming_the_field(
     assert body["type"] == "urn:chat-service:problem:validation-error"
     assert pointer in [error["pointer"] for error in body["errors"]]
     assert "hello" not in json.dumps(body["errors"])
+    assert "4111" not in json.dumps(body)
     assert "x" * 50 not in json.dumps(body)
     await assert_unchanged(client, session["id"], [1])
 
@@ -107,20 +110,28 @@ async def test_malformed_or_non_utf8_body_is_400(client: TestClientProtocol, raw
 
 
 @pytest.mark.parametrize(
-    "content_type",
+    ("content_type", "encoding"),
     [
-        "text/plain",
-        "application/x-www-form-urlencoded",
-        "multipart/form-data",
-        "application/json; charset=latin-1",
-        None,
+        ("application/json", "gzip"),
+        *(
+            (content_type, None)
+            for content_type in [
+                "text/plain",
+                "application/x-www-form-urlencoded",
+                "multipart/form-data",
+                "application/json; charset=latin-1",
+                None,
+            ]
+        ),
     ],
 )
-async def test_wrong_content_type_is_415(
-    client: TestClientProtocol, content_type: str | None
+async def test_wrong_content_type_or_encoding_is_415(
+    client: TestClientProtocol, content_type: str | None, encoding: str | None
 ) -> None:
     session = await create_session(client)
     headers = {"Content-Type": content_type} if content_type else {}
+    if encoding:
+        headers["Content-Encoding"] = encoding
     data = b'{"content": "hi", "author_type": "customer"}'
 
     response = await client.post(f"/sessions/{session['id']}/messages", data=data, headers=headers)
@@ -129,10 +140,17 @@ async def test_wrong_content_type_is_415(
     await assert_unchanged(client, session["id"], [1])
 
 
+async def sessions_count(client: TestClientProtocol) -> int:
+    """Sessions in the database, counted through the app's own engine."""
+    async with app_state(client.app).db.engine.connect() as connection:  # type: ignore[attr-defined]
+        return int(await connection.scalar(text("SELECT count(*) FROM chat_sessions")) or 0)
+
+
 async def test_non_empty_session_body_of_wrong_type_is_415(client: TestClientProtocol) -> None:
     response = await client.post("/sessions", data=b"hello", headers={"Content-Type": "text/plain"})
 
     await problem_of(response, 415)
+    assert await sessions_count(client) == 0
 
 
 async def test_unknown_field_in_new_session_is_422(client: TestClientProtocol) -> None:
@@ -140,6 +158,7 @@ async def test_unknown_field_in_new_session_is_422(client: TestClientProtocol) -
 
     body = await problem_of(response, 422)
     assert body["errors"][0]["pointer"] == "#/unexpected"
+    assert await sessions_count(client) == 0
 
 
 async def test_body_above_the_limit_is_413(client: TestClientProtocol) -> None:
@@ -170,7 +189,9 @@ async def test_declared_length_above_the_limit_is_413_before_any_body(
     assert body["status"] == 413
 
 
-@pytest.mark.parametrize("limit", ["0", "-1", "201", "abc", "1.5", ""])
+@pytest.mark.parametrize(
+    "limit", ["0", "-1", "201", "abc", "1.5", "2.0", "5_0", "+5", "%203", "", "1&limit=2"]
+)
 async def test_out_of_range_or_non_numeric_limit_is_422(
     client: TestClientProtocol, limit: str
 ) -> None:
@@ -180,6 +201,7 @@ async def test_out_of_range_or_non_numeric_limit_is_422(
 
     body = await problem_of(response, 422)
     assert body["errors"][0]["parameter"] == "limit"
+    await assert_unchanged(client, session["id"], [1])
 
 
 @pytest.mark.parametrize("cursor", ["garbage", "AAAAAAAAAAF7jq0n2J1MFKCmngk", "%00", "A" * 200])
@@ -190,6 +212,7 @@ async def test_forged_cursor_is_400(client: TestClientProtocol, cursor: str) -> 
 
     body = await problem_of(response, 400)
     assert body["type"] == "urn:chat-service:problem:invalid-cursor"
+    await assert_unchanged(client, session["id"], [1])
 
 
 async def test_cursor_of_another_session_is_400(client: TestClientProtocol) -> None:

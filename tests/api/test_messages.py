@@ -105,7 +105,9 @@ async def test_message_of_another_session_is_404(client: TestClientProtocol) -> 
     await problem_of(response, 404)
 
 
-@pytest.mark.parametrize("prefer", ["return=minimal", 'respond-async, RETURN="minimal"'])
+@pytest.mark.parametrize(
+    "prefer", ["return=minimal", 'respond-async, RETURN="minimal"', "return=minimal, return=x"]
+)
 async def test_prefer_minimal_answers_the_message_alone(
     client: TestClientProtocol, prefer: str
 ) -> None:
@@ -119,19 +121,25 @@ async def test_prefer_minimal_answers_the_message_alone(
 
     assert response.status_code == 201
     assert response.headers["Preference-Applied"] == "return=minimal"
+    assert response.headers["Vary"] == "Prefer"
     body = await response.get_json()
     assert body["content"] == "Thanks!"
     assert body["seq"] == 2
     assert response.headers["Location"].endswith(f"/messages/{body['id']}")
 
 
-async def test_prefer_representation_answers_the_session(client: TestClientProtocol) -> None:
+@pytest.mark.parametrize(
+    "prefer", ["return=representation", "return=representation, return=minimal"]
+)
+async def test_prefer_representation_answers_the_session(
+    client: TestClientProtocol, prefer: str
+) -> None:
     session = await create_session(client)
 
     response = await client.post(
         f"/sessions/{session['id']}/messages",
         json={"content": "Thanks!", "author_type": "customer"},
-        headers={"Prefer": "return=representation"},
+        headers={"Prefer": prefer},
     )
 
     assert "Preference-Applied" not in response.headers

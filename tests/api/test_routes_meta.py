@@ -50,6 +50,8 @@ def test_every_route_has_a_summary_a_tag_and_its_problems(app: Quart) -> None:
         assert tags, f"{path}: tag"
         if "<" in path:
             assert 404 in responses, f"{path}: documents 404"
+        if path != "/health":
+            assert 503 in responses, f"{path}: documents 503 (database unavailable)"
         if hasattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE):
             assert {400, 413, 415, 422} <= responses.keys(), f"{path}: body problems"
         if hasattr(view, QUART_SCHEMA_QUERYSTRING_ATTRIBUTE):
