@@ -5,8 +5,12 @@ No Docker engine is needed: the files are read and checked as text and YAML.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+import sys
+import tomllib
+from importlib.metadata import packages_distributions
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +172,29 @@ def test_image_ships_what_migrate_and_serve_read(stages: list[list[tuple[str, st
     # Settings, alembic.ini and the SQLite default are found relative to the working directory.
     assert arguments(final, "WORKDIR") == ["/app"]
     assert {"/app/.venv", "chat_service/", "config/", "migrations/", "alembic.ini"} <= copied
+
+
+def test_every_runtime_import_is_a_main_dependency() -> None:
+    """The image installs only the main group: nothing under chat_service/ may need dev tools."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def normal(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    main = {
+        normal(re.split(r"[\s(\[;<>=!~]", spec, maxsplit=1)[0]) for spec in project["dependencies"]
+    }
+    distributions = packages_distributions()
+    needed = set()
+    for path in (ROOT / "chat_service").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top != "chat_service" and top not in sys.stdlib_module_names:
+                    needed.update(normal(d) for d in distributions.get(top, [top]))
+    # Installed as part of a main dependency (quart brings werkzeug, pydantic its core).
+    transitive = {"werkzeug", "pydantic-core", "greenlet"}
+    assert needed - transitive <= main, needed - transitive - main
