@@ -130,10 +130,7 @@ def load(config_files: Iterable[Path] = (DEFAULT_CONFIG_FILE,)) -> Settings:
     Raises:
         SettingsError: a value is missing, malformed or out of range.
     """
-    try:
-        return ts.load(Settings, appname=APPNAME, config_files=list(config_files))
-    except (ts.exceptions.TsError, ValueError) as error:
-        raise SettingsError(_describe(error)) from None
+    return _load(ts.default_loaders(APPNAME, list(config_files)))
 
 
 def load_without_environment(
@@ -149,6 +146,10 @@ def load_without_environment(
     ]
     if overrides:
         loaders.append(ts.loaders.DictLoader(dict(overrides)))
+    return _load(loaders)
+
+
+def _load(loaders: list[ts.loaders.Loader]) -> Settings:
     try:
         return ts.load_settings(Settings, loaders)
     except (ts.exceptions.TsError, ValueError) as error:

@@ -16,6 +16,22 @@ async def create_session(client: TestClientProtocol) -> dict[str, Any]:
     return body
 
 
+async def send_message(
+    client: TestClientProtocol,
+    session_id: str,
+    content: str = "Where is my order?",
+    author_type: str = "customer",
+    *,
+    prefer: str | None = None,
+) -> Any:
+    """POST a message and return the response as it is, whatever its status."""
+    return await client.post(
+        f"/sessions/{session_id}/messages",
+        json={"content": content, "author_type": author_type},
+        headers={"Prefer": prefer} if prefer else {},
+    )
+
+
 async def post_message(
     client: TestClientProtocol,
     session_id: str,
@@ -24,12 +40,8 @@ async def post_message(
     *,
     minimal: bool = False,
 ) -> dict[str, Any]:
-    headers = {"Prefer": "return=minimal"} if minimal else {}
-    response = await client.post(
-        f"/sessions/{session_id}/messages",
-        json={"content": content, "author_type": author_type},
-        headers=headers,
-    )
+    prefer = "return=minimal" if minimal else None
+    response = await send_message(client, session_id, content, author_type, prefer=prefer)
     assert response.status_code == 201, await response.get_data(as_text=True)
     body: dict[str, Any] = await response.get_json()
     return body

@@ -31,7 +31,8 @@ async def health() -> HealthOut:
 async def readiness() -> HealthOut:
     """Tell whether the service can serve requests.
 
-    Checks that the database answers; 503 when it does not.
+    Checks that the database answers and holds the schema this version needs;
+    503 when it does not.
     """
     await health_checks.check_database(app_state().db)
     return HealthOut(status="ok")

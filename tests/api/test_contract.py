@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from quart.typing import TestClientProtocol
 
-from tests.factories import create_session, post_message, problem_of
+from tests.factories import create_session, post_message, problem_of, send_message
 
 
 def assert_utc_timestamp(value: str) -> datetime:
@@ -74,10 +74,7 @@ async def test_post_message_answers_the_whole_session(
 ) -> None:
     session = await create_session(client)
 
-    response = await client.post(
-        f"/sessions/{session['id']}/messages",
-        json={"content": "My parcel never came.", "author_type": author_type},
-    )
+    response = await send_message(client, session["id"], "My parcel never came.", author_type)
 
     assert response.status_code == 201
     body = await response.get_json()

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from quart.typing import TestClientProtocol
 
-from tests.factories import create_session, post_message, problem_of
+from tests.factories import create_session, post_message, problem_of, send_message
 
 
 async def session_with_messages(client: TestClientProtocol, count: int) -> dict[str, Any]:
@@ -113,11 +113,7 @@ async def test_prefer_minimal_answers_the_message_alone(
 ) -> None:
     session = await create_session(client)
 
-    response = await client.post(
-        f"/sessions/{session['id']}/messages",
-        json={"content": "Thanks!", "author_type": "customer"},
-        headers={"Prefer": prefer},
-    )
+    response = await send_message(client, session["id"], "Thanks!", prefer=prefer)
 
     assert response.status_code == 201
     assert response.headers["Preference-Applied"] == "return=minimal"
@@ -136,11 +132,7 @@ async def test_prefer_representation_answers_the_session(
 ) -> None:
     session = await create_session(client)
 
-    response = await client.post(
-        f"/sessions/{session['id']}/messages",
-        json={"content": "Thanks!", "author_type": "customer"},
-        headers={"Prefer": prefer},
-    )
+    response = await send_message(client, session["id"], "Thanks!", prefer=prefer)
 
     assert "Preference-Applied" not in response.headers
     assert len((await response.get_json())["messages"]) == 2
