@@ -12,11 +12,14 @@ export POETRY_NO_INTERACTION := 1
 # The PostgreSQL server the tests create their scratch databases on.
 export CHAT_SERVICE_TEST_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
 
-.PHONY: help install run migrate serve test lint typecheck importlint pytest format clean
+.PHONY: help install run migrate serve test lint typecheck importlint pytest format clean \
+	bench bench-quick bench-deps
 
 help:
 	@echo "make run    install, migrate the SQLite database, serve on http://127.0.0.1:8080"
 	@echo "make test   ruff, mypy, import-linter and pytest on SQLite and PostgreSQL"
+	@echo "make bench  the full benchmark matrix (under 30 min); writes docs/benchmarks.md"
+	@echo "make bench-quick  a reduced benchmark run (about a minute) into bench/results/"
 
 $(POETRY):
 	$(PYTHON) -m venv .tools/poetry
@@ -55,5 +58,20 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The load generator is wrk from the distribution's packages; the harness's own Python
+# packages are Poetry's optional "bench" group.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+bench-deps: install
+	command -v wrk >/dev/null 2>&1 || $(SUDO) apt-get install -y wrk \
+		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
+	$(POETRY) install --with bench --no-root
+
+bench: bench-deps
+	$(BIN)/python -m bench --publish
+
+bench-quick: bench-deps
+	$(BIN)/python -m bench --quick
+
 clean:
-	rm -rf .tools $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .tools $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/results

@@ -43,24 +43,33 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     return config
 
 
-def run(settings: Settings) -> int:
-    """Serve until SIGINT or SIGTERM; returns the exit code."""
+AppFactory = Callable[[Settings], Any]
+
+
+def run(settings: Settings, app_factory: AppFactory = create_app) -> int:
+    """Serve until SIGINT or SIGTERM; returns the exit code.
+
+    ``app_factory`` builds the ASGI application in each worker; it must be a
+    module-level function, since workers are spawned processes.
+    """
     config = hypercorn_config(settings)
     sockets = config.create_sockets()
     if settings.http.workers == 1:
-        _serve(settings, config, sockets, shutdown_event=None)
+        _serve(settings, app_factory, config, sockets, shutdown_event=None)
         return 0
-    return _supervise(settings, config, sockets)
+    return _supervise(settings, app_factory, config, sockets)
 
 
-def _supervise(settings: Settings, config: HypercornConfig, sockets: Sockets) -> int:
+def _supervise(
+    settings: Settings, app_factory: AppFactory, config: HypercornConfig, sockets: Sockets
+) -> int:
     settings = _with_shared_cursor_secret(settings)
     context = multiprocessing.get_context("spawn")
     shutdown_event = context.Event()
     workers = [
         context.Process(
             target=_worker,
-            args=(settings, config, sockets, shutdown_event),
+            args=(settings, app_factory, config, sockets, shutdown_event),
             name=f"chat-service-worker-{index}",
         )
         for index in range(settings.http.workers)
@@ -99,19 +108,24 @@ def _with_shared_cursor_secret(settings: Settings) -> Settings:
 
 
 def _worker(
-    settings: Settings, config: HypercornConfig, sockets: Sockets, shutdown_event: EventType
+    settings: Settings,
+    app_factory: AppFactory,
+    config: HypercornConfig,
+    sockets: Sockets,
+    shutdown_event: EventType,
 ) -> None:
     logs.configure(settings.log)
-    _serve(settings, config, sockets, shutdown_event)
+    _serve(settings, app_factory, config, sockets, shutdown_event)
 
 
 def _serve(
     settings: Settings,
+    app_factory: AppFactory,
     config: HypercornConfig,
     sockets: Sockets,
     shutdown_event: EventType | None,
 ) -> None:
-    app = create_app(settings)
+    app = app_factory(settings)
     runner = _event_loop_runner()
     runner(_serve_async(app, config, sockets, shutdown_event))
 

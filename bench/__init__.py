@@ -1,0 +1,1 @@
+"""The benchmark harness: `make bench` (full) and `make bench-quick`."""
