@@ -3,20 +3,51 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import bindparam, exists, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chat_service.errors import NotFound
-from chat_service.model import AuthorType, ChatSession, Database, Message, cancel_safe
+from chat_service.model import AuthorType, Database, cancel_safe
 from chat_service.model.base import new_id, utc_now
 from chat_service.services.cursors import CursorCodec
-from chat_service.services.sessions import recent_messages
-from chat_service.services.views import MessagePage, PostedMessage
+from chat_service.services.sessions import (
+    MESSAGE_COLUMNS,
+    MESSAGES,
+    SESSION_COLUMNS,
+    SESSIONS,
+    recent_messages,
+)
+from chat_service.services.views import MessagePage, MessageView, PostedMessage, SessionRow
 
 MESSAGES_CURSOR = "messages"
 
+# Take `count` sequence numbers of a session at once; the row lock (PostgreSQL) or the
+# write lock (SQLite) holds until COMMIT, so numbers are unique and gapless.
+_TAKE_SEQS = (
+    update(SESSIONS)
+    .where(SESSIONS.c.id == bindparam("session_id"))
+    .values(
+        last_seq=SESSIONS.c.last_seq + bindparam("count"),
+        updated_at=bindparam("now"),
+    )
+    .returning(*SESSION_COLUMNS)
+)
 
-@cancel_safe
+
+@dataclass(frozen=True, slots=True)
+class _Post:
+    id: uuid.UUID
+    session_id: uuid.UUID
+    author_type: AuthorType
+    content: str
+    created_at: datetime
+
+
 async def post_message(
     db: Database,
     *,
@@ -28,42 +59,69 @@ async def post_message(
     """Append a message to a session; with ``inline_limit``, also return the session.
 
     The message takes the session's next sequence number inside the insert's
-    transaction: the UPDATE of ``last_seq`` locks the session row (PostgreSQL) or the
-    database (SQLite, BEGIN IMMEDIATE) until COMMIT, so numbers are unique and gapless.
+    transaction. Messages posted at the same time share one transaction (group
+    commit); the answer comes after the COMMIT.
 
     Raises:
         NotFound: no such session.
         Unavailable: the database cannot be used right now.
     """
-    now = utc_now()
-    async with db.unit_of_work() as uow:
-        session = (
-            await uow.scalars(
-                update(ChatSession)
-                .where(ChatSession.id == session_id)
-                .values(last_seq=ChatSession.last_seq + 1, updated_at=now)
-                .returning(ChatSession),
-                execution_options={"synchronize_session": False},
-            )
-        ).one_or_none()
-        if session is None:
-            raise NotFound(f"session {session_id} does not exist")
-        message = Message(
-            id=new_id(),
-            session_id=session_id,
-            seq=session.last_seq,
-            author_type=author_type,
-            content=content,
-            created_at=now,
-        )
-        uow.add(message)
+    post = _Post(new_id(), session_id, author_type, content, utc_now())
+    message, session = await db.group_commit(_append_messages, post)
     if inline_limit is None:
         return PostedMessage(message=message, session=None)
     # Every lower seq was committed before this one got the lock, so reading up to
     # our seq after COMMIT gives the session exactly as it stood with our message last.
-    async with db.unit_of_work(write=False) as uow:
-        view = await recent_messages(uow, session, limit=inline_limit, up_to=message.seq)
+    async with db.connection(write=False) as connection:
+        view = await recent_messages(connection, session, limit=inline_limit, up_to=message.seq)
     return PostedMessage(message=message, session=view)
+
+
+async def _append_messages(
+    connection: AsyncConnection, posts: Sequence[_Post]
+) -> list[tuple[MessageView, SessionRow] | Exception]:
+    """Write a batch of posts: one UPDATE per session, one INSERT for all messages."""
+    counts = Counter(post.session_id for post in posts)
+    now = max(post.created_at for post in posts)
+    sessions: dict[uuid.UUID, SessionRow] = {}
+    next_seq: dict[uuid.UUID, int] = {}
+    # Sessions in a fixed order, so that two processes' batches never deadlock.
+    for session_id in sorted(counts):
+        row = (
+            await connection.execute(
+                _TAKE_SEQS, {"session_id": session_id, "count": counts[session_id], "now": now}
+            )
+        ).first()
+        if row is not None:
+            session = SessionRow(*row)
+            sessions[session_id] = session
+            next_seq[session_id] = session.last_seq - counts[session_id] + 1
+    results: list[tuple[MessageView, SessionRow] | Exception] = []
+    rows = []
+    for post in posts:
+        taken = sessions.get(post.session_id)
+        if taken is None:
+            results.append(NotFound(f"session {post.session_id} does not exist"))
+            continue
+        seq = next_seq[post.session_id]
+        next_seq[post.session_id] = seq + 1
+        message = MessageView(
+            post.id, post.session_id, seq, post.author_type, post.content, post.created_at
+        )
+        rows.append(
+            {
+                "id": message.id,
+                "session_id": message.session_id,
+                "seq": seq,
+                "author_type": message.author_type,
+                "content": message.content,
+                "created_at": message.created_at,
+            }
+        )
+        results.append((message, taken))
+    if rows:
+        await connection.execute(insert(MESSAGES), rows)
+    return results
 
 
 @cancel_safe
@@ -83,19 +141,21 @@ async def list_messages(
         Unavailable: the database cannot be used right now.
     """
     after_seq = 0 if after is None else cursors.decode(MESSAGES_CURSOR, session_id, after)
-    async with db.unit_of_work(write=False) as uow:
+    async with db.connection(write=False) as connection:
         rows = (
-            await uow.scalars(
-                select(Message)
-                .where(Message.session_id == session_id, Message.seq > after_seq)
-                .order_by(Message.seq)
+            await connection.execute(
+                select(*MESSAGE_COLUMNS)
+                .where(MESSAGES.c.session_id == session_id, MESSAGES.c.seq > after_seq)
+                .order_by(MESSAGES.c.seq)
                 .limit(limit + 1)
             )
         ).all()
         # Every session holds at least its greeting, so an empty page needs a check.
-        if not rows and not await uow.scalar(select(exists().where(ChatSession.id == session_id))):
+        if not rows and not await connection.scalar(
+            select(exists().where(SESSIONS.c.id == session_id))
+        ):
             raise NotFound(f"session {session_id} does not exist")
-    items = rows[:limit]
+    items = [MessageView.from_row(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
         next_cursor = cursors.encode(MESSAGES_CURSOR, session_id, items[-1].seq)
@@ -103,17 +163,23 @@ async def list_messages(
 
 
 @cancel_safe
-async def get_message(db: Database, *, session_id: uuid.UUID, message_id: uuid.UUID) -> Message:
+async def get_message(
+    db: Database, *, session_id: uuid.UUID, message_id: uuid.UUID
+) -> MessageView:
     """One message of a session.
 
     Raises:
         NotFound: no such session, or no such message in it.
         Unavailable: the database cannot be used right now.
     """
-    async with db.unit_of_work(write=False) as uow:
-        message = await uow.scalar(
-            select(Message).where(Message.id == message_id, Message.session_id == session_id)
-        )
-    if message is None:
+    async with db.connection(write=False) as connection:
+        row = (
+            await connection.execute(
+                select(*MESSAGE_COLUMNS).where(
+                    MESSAGES.c.id == message_id, MESSAGES.c.session_id == session_id
+                )
+            )
+        ).first()
+    if row is None:
         raise NotFound(f"message {message_id} does not exist in session {session_id}")
-    return message
+    return MessageView.from_row(row)

@@ -3,26 +3,55 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chat_service.errors import NotFound
 from chat_service.model import AuthorType, ChatSession, Database, Message, cancel_safe
 from chat_service.model.base import new_id, utc_now
-from chat_service.services.views import SessionView
+from chat_service.services.views import MessageView, SessionRow, SessionView
+
+# The hot paths use Core statements on the tables: no ORM identity map or instances.
+SESSIONS = cast(Table, ChatSession.__table__)
+MESSAGES = cast(Table, Message.__table__)
+# Every column of a message, in MessageView's order.
+MESSAGE_COLUMNS = (
+    MESSAGES.c.id,
+    MESSAGES.c.session_id,
+    MESSAGES.c.seq,
+    MESSAGES.c.author_type,
+    MESSAGES.c.content,
+    MESSAGES.c.created_at,
+)
+SESSION_COLUMNS = (
+    SESSIONS.c.id,
+    SESSIONS.c.created_at,
+    SESSIONS.c.updated_at,
+    SESSIONS.c.last_seq,
+)
 
 
-@cancel_safe
+@dataclass(frozen=True, slots=True)
+class _NewSession:
+    session: SessionRow
+    greeting: MessageView
+
+
 async def open_session(db: Database, *, greeting: str) -> SessionView:
     """Open a session whose first message is the support side's greeting.
+
+    Sessions opened at the same time share one transaction (group commit).
 
     Raises:
         Unavailable: the database cannot be used right now.
     """
     now = utc_now()
-    session = ChatSession(id=new_id(), created_at=now, updated_at=now, last_seq=1)
-    message = Message(
+    session = SessionRow(id=new_id(), created_at=now, updated_at=now, last_seq=1)
+    message = MessageView(
         id=new_id(),
         session_id=session.id,
         seq=1,
@@ -30,11 +59,40 @@ async def open_session(db: Database, *, greeting: str) -> SessionView:
         content=greeting,
         created_at=now,
     )
-    async with db.unit_of_work() as uow:
-        uow.add(session)
-        await uow.flush()  # the session row must exist before its message (foreign key)
-        uow.add(message)
+    await db.group_commit(_insert_sessions, _NewSession(session, message))
     return SessionView(session=session, messages=[message], truncated=False)
+
+
+async def _insert_sessions(
+    connection: AsyncConnection, items: Sequence[_NewSession]
+) -> list[None | Exception]:
+    await connection.execute(
+        insert(SESSIONS),
+        [
+            {
+                "id": item.session.id,
+                "created_at": item.session.created_at,
+                "updated_at": item.session.updated_at,
+                "last_seq": item.session.last_seq,
+            }
+            for item in items
+        ],
+    )
+    await connection.execute(
+        insert(MESSAGES),
+        [
+            {
+                "id": item.greeting.id,
+                "session_id": item.greeting.session_id,
+                "seq": item.greeting.seq,
+                "author_type": item.greeting.author_type,
+                "content": item.greeting.content,
+                "created_at": item.greeting.created_at,
+            }
+            for item in items
+        ],
+    )
+    return [None] * len(items)
 
 
 @cancel_safe
@@ -45,25 +103,30 @@ async def get_session(db: Database, *, session_id: uuid.UUID, inline_limit: int)
         NotFound: no such session.
         Unavailable: the database cannot be used right now.
     """
-    async with db.unit_of_work(write=False) as uow:
-        session = await uow.get(ChatSession, session_id)
-        if session is None:
+    async with db.connection(write=False) as connection:
+        row = (
+            await connection.execute(select(*SESSION_COLUMNS).where(SESSIONS.c.id == session_id))
+        ).first()
+        if row is None:
             raise NotFound(f"session {session_id} does not exist")
-        return await recent_messages(uow, session, limit=inline_limit, up_to=session.last_seq)
+        session = SessionRow(*row)
+        return await recent_messages(
+            connection, session, limit=inline_limit, up_to=session.last_seq
+        )
 
 
 async def recent_messages(
-    uow: AsyncSession, session: ChatSession, *, limit: int, up_to: int
+    connection: AsyncConnection, session: SessionRow, *, limit: int, up_to: int
 ) -> SessionView:
     """The view of ``session`` with its last ``limit`` messages up to ``seq`` ``up_to``."""
     rows = (
-        await uow.scalars(
-            select(Message)
-            .where(Message.session_id == session.id, Message.seq <= up_to)
-            .order_by(Message.seq.desc())
+        await connection.execute(
+            select(*MESSAGE_COLUMNS)
+            .where(MESSAGES.c.session_id == session.id, MESSAGES.c.seq <= up_to)
+            .order_by(MESSAGES.c.seq.desc())
             .limit(limit + 1)
         )
     ).all()
     truncated = len(rows) > limit
-    messages = list(reversed(rows[:limit]))
+    messages = [MessageView.from_row(row) for row in reversed(rows[:limit])]
     return SessionView(session=session, messages=messages, truncated=truncated)

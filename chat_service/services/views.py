@@ -6,16 +6,44 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from chat_service.model import ChatSession, Message
+from chat_service.model import AuthorType
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    """One message as stored."""
+
+    id: uuid.UUID
+    session_id: uuid.UUID
+    seq: int
+    author_type: AuthorType
+    content: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> MessageView:
+        """From a row of the ``messages`` table (all columns, in table order)."""
+        return cls(*row)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """A session's own columns."""
+
+    id: uuid.UUID
+    created_at: datetime
+    updated_at: datetime
+    last_seq: int
 
 
 @dataclass(frozen=True, slots=True)
 class SessionView:
     """A session with its most recent messages, oldest first."""
 
-    session: ChatSession
-    messages: Sequence[Message]
+    session: SessionRow
+    messages: Sequence[MessageView]
     truncated: bool
 
     # The original contract's fields, read straight off the view by the transport models.
@@ -39,7 +67,7 @@ class SessionView:
 class MessagePage:
     """One page of a session's messages and the cursor to the next page, if any."""
 
-    items: Sequence[Message]
+    items: Sequence[MessageView]
     next_cursor: str | None
 
 
@@ -47,5 +75,5 @@ class MessagePage:
 class PostedMessage:
     """A new message and, when asked for, the session as it stands after it."""
 
-    message: Message
+    message: MessageView
     session: SessionView | None

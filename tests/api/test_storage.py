@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from chat_service.model import Database
+from tests.factories import create_session, send_message
+
+if TYPE_CHECKING:
+    from quart.typing import TestClientProtocol
 
 
 async def insert(db: Database, statement: str, **values: object) -> None:
@@ -64,8 +71,7 @@ async def test_database_refuses_rows_the_model_forbids(
         )
 
 
-async def test_connections_are_checked_and_quiet(db: Database) -> None:
-    assert db.engine.pool._pre_ping  # type: ignore[attr-defined]
+async def test_connections_are_quiet(db: Database) -> None:
     assert db.engine.echo is False
     if db.dialect != "sqlite":
         return
@@ -73,3 +79,39 @@ async def test_connections_are_checked_and_quiet(db: Database) -> None:
         assert await connection.scalar(text("PRAGMA journal_mode")) == "wal"
         assert await connection.scalar(text("PRAGMA foreign_keys")) == 1
         assert await connection.scalar(text("PRAGMA busy_timeout")) == 10_000
+
+
+async def test_service_recovers_when_its_connections_are_killed(
+    db: Database, client: TestClientProtocol
+) -> None:
+    """Pooled connections die (a database restart, a failover): at most one 503, then 201s."""
+    if db.dialect == "sqlite":
+        pytest.skip("an embedded database has no server connections to lose")
+    session = await create_session(client)
+    for _ in range(3):  # fill the pool with connections that have been used
+        await send_message(client, session["id"], "before", prefer="return=minimal")
+    # From outside the service's pool, as an operator or a failover would.
+    outside = create_async_engine(db.engine.url, poolclass=NullPool)
+    try:
+        async with outside.connect() as connection:
+            killed = await connection.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+    finally:
+        await outside.dispose()
+    assert killed >= 1
+    statuses = []
+    for index in range(4):
+        response = await client.post(
+            f"/sessions/{session['id']}/messages",
+            json={"author_type": "customer", "content": f"after {index}"},
+            headers={"Prefer": "return=minimal"},
+        )
+        statuses.append(response.status_code)
+        if response.status_code == 503:
+            assert (await response.get_json())["status"] == 503
+    assert statuses.count(503) <= 1, statuses
+    assert statuses[-2:] == [201, 201], statuses
