@@ -1,24 +1,18 @@
-"""The engine, the session factory and the unit of work."""
+"""The engines, transactions and group commit."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from sqlalchemy import event, exc, inspect, make_url, text
-from sqlalchemy.engine import URL, Connection
-from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy import create_engine, event, exc, inspect, make_url, text
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat_service.errors import Unavailable
 
@@ -36,7 +30,7 @@ Result = TypeVar("Result")
 # Applies a batch of writes on one connection, inside one transaction: one result per
 # item, in order; an exception in the list fails that item alone (it must not have
 # written anything), an exception raised fails the whole batch.
-BatchWriter = Callable[[AsyncConnection, Sequence[Item]], Awaitable[list[Result | Exception]]]
+BatchWriter = Callable[[Connection, Sequence[Item]], list[Result | Exception]]
 # Items per transaction at most: a bound on how long one batch holds its locks.
 MAX_BATCH = 128
 
@@ -94,7 +88,14 @@ def _sqlite_begin(connection: Connection) -> None:
 
 
 class Database:
-    """An async engine and the units of work built on it."""
+    """The engines and the transactions the services run in.
+
+    A service hands ``run`` a plain function of a Core ``Connection``: one function
+    is one transaction, and runs the same way on both databases. On PostgreSQL it
+    runs on the event loop over asyncpg (SQLAlchemy bridges the calls). On SQLite,
+    whose driver blocks, a read runs on the event loop directly and a write runs
+    whole in the writer thread: one hand-off per transaction, not one per statement.
+    """
 
     def __init__(
         self,
@@ -113,74 +114,83 @@ class Database:
         # round trip on every request. A broken connection is found when it is used; the
         # error invalidates the whole pool (that request answers 503), and the next
         # checkout connects afresh.
-        options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
-        if self.dialect == "sqlite":
-            _ensure_sqlite_directory(parsed)
-        options.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout)
-        self.engine = create_async_engine(parsed, **options)
-        writer_engine = self.engine
-        if self.dialect == "sqlite":
-            sync_engine = self.engine.sync_engine
-            event.listen(sync_engine, "connect", _sqlite_on_connect(sqlite_busy_timeout_ms))
-            event.listen(sync_engine, "begin", _sqlite_begin)
-            writer_engine = self.engine.execution_options(sqlite_immediate=True)
-        self._writer_engine: AsyncEngine = writer_engine
-        self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._writer = async_sessionmaker(writer_engine, expire_on_commit=False)
+        options: dict[str, Any] = {
+            "echo": echo,
+            "hide_parameters": True,
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "pool_timeout": pool_timeout,
+        }
         self._batchers: dict[Callable[..., Any], _GroupCommit[Any, Any]] = {}
+        self._threads: ThreadPoolExecutor | None = None
+        self._sync_engine: Engine | None = None
         # SQLite has one writer at a time. Queueing this process's writers here hands the
         # lock over at once, where SQLite's busy handler would poll with growing sleeps;
         # other processes are still kept out by the database lock and busy_timeout.
-        self._write_turn = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._write_turn: asyncio.Lock | None = None
+        # The async engine: migrations' checks, readiness, tests, and PostgreSQL's work.
+        self.engine = create_async_engine(parsed, **options)
+        if self.dialect == "sqlite":
+            if parsed.database in (None, "", ":memory:"):
+                raise ValueError("SQLite needs a database file: an in-memory one is private")
+            _ensure_sqlite_directory(parsed)
+            on_connect = _sqlite_on_connect(sqlite_busy_timeout_ms)
+            event.listen(self.engine.sync_engine, "connect", on_connect)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+            sync_engine = create_engine(
+                parsed.set(drivername="sqlite+pysqlite"),
+                connect_args={"check_same_thread": False},
+                **options,
+            )
+            event.listen(sync_engine, "connect", on_connect)
+            event.listen(sync_engine, "begin", _sqlite_begin)
+            self._sync_engine = sync_engine
+            self._sync_writer = sync_engine.execution_options(sqlite_immediate=True)
+            self._threads = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+            self._write_turn = asyncio.Lock()
+        # PostgreSQL reads run without BEGIN/COMMIT: one round trip per statement. A read
+        # of several statements must not need one snapshot (each reads up to a bound it
+        # already holds, such as a seq).
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    @asynccontextmanager
-    async def unit_of_work(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
-        """One transaction: COMMIT on a clean exit, ROLLBACK on any exception.
+    async def run(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        """Run ``work(connection)`` as one transaction and return what it returns.
 
-        Raises:
-            Unavailable: the database cannot be reached or used right now.
-        """
-        try:
-            async with self._transaction(write=write) as session:
-                yield session
-        except _UNAVAILABLE as error:
-            log.warning("database unavailable: %s", type(error).__name__)
-            raise Unavailable("the database is not available; try again shortly") from None
-
-    @asynccontextmanager
-    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncSession]:
-        if not write:
-            async with self._reader.begin() as session:
-                yield session
-        elif self._write_turn is None:
-            async with self._writer.begin() as session:
-                yield session
-        else:
-            async with self._write_turn, self._writer.begin() as session:
-                yield session
-
-    @asynccontextmanager
-    async def connection(self, *, write: bool = True) -> AsyncIterator[AsyncConnection]:
-        """One transaction on a Core connection (no ORM): for the hot paths.
-
-        COMMIT on a clean exit, ROLLBACK on any exception, as ``unit_of_work``.
+        COMMIT when it returns, ROLLBACK when it raises; ``write`` takes the write lock
+        up front on SQLite (BEGIN IMMEDIATE).
 
         Raises:
             Unavailable: the database cannot be reached or used right now.
         """
         try:
+            if self._sync_engine is None:
+                return await self._run_async(work, write=write)
             if not write:
-                async with self.engine.begin() as connection:
-                    yield connection
-            elif self._write_turn is None:
-                async with self._writer_engine.begin() as connection:
-                    yield connection
-            else:
-                async with self._write_turn, self._writer_engine.begin() as connection:
-                    yield connection
+                # On the event loop itself: a WAL reader never waits for a lock, and a
+                # read from the page cache takes microseconds, less than a hand-off to
+                # a thread and back (which also contends for the GIL).
+                return self._run_sync(work, False)
+            assert self._write_turn is not None  # noqa: S101 - set with the sync engine
+            async with self._write_turn:
+                # A writer may wait for another process's lock and waits for fsync at
+                # COMMIT: that happens in the writer thread, off the event loop.
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._threads, self._run_sync, work, True)
         except _UNAVAILABLE as error:
             log.warning("database unavailable: %s", type(error).__name__)
             raise Unavailable("the database is not available; try again shortly") from None
+
+    async def _run_async(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        if write:
+            async with self.engine.begin() as connection:
+                return await connection.run_sync(work)
+        async with self._autocommit.connect() as connection:
+            return await connection.run_sync(work)
+
+    def _run_sync(self, work: Callable[[Connection], T], write: bool) -> T:
+        assert self._sync_engine is not None  # noqa: S101 - only called on SQLite
+        with (self._sync_writer if write else self._sync_engine).begin() as connection:
+            return work(connection)
 
     async def group_commit(self, writer: BatchWriter[Item, Result], item: Item) -> Result:
         """Apply ``item`` with ``writer`` in a transaction shared with concurrent callers.
@@ -220,6 +230,10 @@ class Database:
         pending = [task for task in _in_flight if task.get_loop() is loop]
         if pending:
             await asyncio.wait(pending, timeout=10)
+        if self._threads is not None:
+            await loop.run_in_executor(None, self._threads.shutdown)
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
         await self.engine.dispose()
 
 
@@ -260,8 +274,9 @@ class _GroupCommit(Generic[Item, Result]):
     async def _write(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         items = [item for item, _ in batch]
         try:
-            async with self.db.connection(write=True) as connection:
-                results = await self.writer(connection, items)
+            results = await self.db.run(
+                lambda connection: self.writer(connection, items), write=True
+            )
         except Exception as error:
             if len(batch) > 1 and not isinstance(error, Unavailable):
                 # Something in the batch broke the transaction: write each item alone,

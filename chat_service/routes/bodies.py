@@ -1,4 +1,4 @@
-"""Reading a JSON request body strictly: media type, size, encoding, syntax, schema."""
+"""Reading requests strictly: the JSON body and the query string."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from quart import request
-from quart_schema import DataSource, RequestSchemaValidationError, document_request
+from quart_schema import (
+    DataSource,
+    RequestSchemaValidationError,
+    document_querystring,
+    document_request,
+)
+from quart_schema.validation import QuerystringValidationError
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from chat_service.routes.state import app_state
@@ -39,6 +45,30 @@ def json_body(model: type[M], *, optional: bool = False) -> Callable[[Handler], 
             return await handler(*args, data=parsed, **kwargs)
 
         return document_request(model, source=DataSource.JSON)(wrapper)
+
+    return decorator
+
+
+def query_args(model: type[M]) -> Callable[[Handler], Handler]:
+    """Validate the query string against ``model`` and pass it as ``query_args``.
+
+    Answers 422 naming each invalid parameter. A repeated parameter arrives as a
+    list, which a scalar field refuses.
+    """
+
+    def decorator(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {
+                key: items if len(items) > 1 else items[0] for key, items in request.args.lists()
+            }
+            try:
+                parsed = model.model_validate(values)
+            except ValidationError as error:
+                raise QuerystringValidationError(error) from None
+            return await handler(*args, query_args=parsed, **kwargs)
+
+        return document_querystring(model)(wrapper)
 
     return decorator
 

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import uuid
 
-from quart import Blueprint, request, url_for
-from quart_schema import (
-    document_headers,
-    document_response,
-    tag_blueprint,
-    validate_querystring,
-    validate_response,
-)
+from quart import Blueprint, Response, request, url_for
+from quart_schema import document_headers, document_response, tag_blueprint
 
 from chat_service.model import AuthorType
-from chat_service.routes.bodies import json_body
+from chat_service.routes.bodies import json_body, query_args
 from chat_service.routes.openapi import alternative_response
 from chat_service.routes.preferences import prefers_minimal
 from chat_service.routes.problems import InvalidInput
+from chat_service.routes.responses import json_response
 from chat_service.routes.state import app_state
 from chat_service.services import messages
 from chat_service.transport.messages import (
@@ -45,9 +40,7 @@ tag_blueprint(blueprint, ["messages"])
 @document_response(Problem, 415)
 @document_response(Problem, 422)
 @document_response(Problem, 503)
-async def create_message(
-    session_id: uuid.UUID, data: NewMessage
-) -> tuple[SessionOut | MessageOut, int, dict[str, str]]:
+async def create_message(session_id: uuid.UUID, data: NewMessage) -> Response:
     """Post a message to a session.
 
     The message gets the session's next `seq`. The answer is the whole session with
@@ -71,18 +64,22 @@ async def create_message(
     }
     if posted.session is None:
         headers["Preference-Applied"] = "return=minimal"
-        return MessageOut.model_validate(posted.message, from_attributes=True), 201, headers
-    return SessionOut.model_validate(posted.session, from_attributes=True), 201, headers
+        return json_response(
+            MessageOut.model_validate(posted.message, from_attributes=True), 201, headers
+        )
+    return json_response(
+        SessionOut.model_validate(posted.session, from_attributes=True), 201, headers
+    )
 
 
 @blueprint.get("/sessions/<uuid:session_id>/messages")
-@validate_querystring(MessagePageQuery)
-@validate_response(MessagePageOut, 200)
+@query_args(MessagePageQuery)
+@document_response(MessagePageOut, 200)
 @document_response(Problem, 400)
 @document_response(Problem, 404)
 @document_response(Problem, 422)
 @document_response(Problem, 503)
-async def messages_page(session_id: uuid.UUID, query_args: MessagePageQuery) -> MessagePageOut:
+async def messages_page(session_id: uuid.UUID, query_args: MessagePageQuery) -> Response:
     """List a session's messages, a page at a time.
 
     Ordered by `seq`. `limit` is 1 to `limits.page_size_max` (200 by default; 50 when
@@ -97,16 +94,16 @@ async def messages_page(session_id: uuid.UUID, query_args: MessagePageQuery) -> 
     page = await messages.list_messages(
         state.db, state.cursors, session_id=session_id, limit=limit, after=query_args.after
     )
-    return MessagePageOut.model_validate(page, from_attributes=True)
+    return json_response(MessagePageOut.model_validate(page, from_attributes=True))
 
 
 @blueprint.get("/sessions/<uuid:session_id>/messages/<uuid:message_id>")
-@validate_response(MessageOut, 200)
+@document_response(MessageOut, 200)
 @document_response(Problem, 404)
 @document_response(Problem, 503)
-async def message(session_id: uuid.UUID, message_id: uuid.UUID) -> MessageOut:
+async def message(session_id: uuid.UUID, message_id: uuid.UUID) -> Response:
     """Get one message of a session."""
     message = await messages.get_message(
         app_state().db, session_id=session_id, message_id=message_id
     )
-    return MessageOut.model_validate(message, from_attributes=True)
+    return json_response(MessageOut.model_validate(message, from_attributes=True))

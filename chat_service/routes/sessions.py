@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from quart import Blueprint, url_for
-from quart_schema import document_response, tag_blueprint, validate_response
+from quart import Blueprint, Response, url_for
+from quart_schema import document_response, tag_blueprint
 
 from chat_service.routes.bodies import json_body
+from chat_service.routes.responses import json_response
 from chat_service.routes.state import app_state
 from chat_service.services import sessions
 from chat_service.transport.problems import Problem
@@ -19,13 +20,13 @@ tag_blueprint(blueprint, ["sessions"])
 
 @blueprint.post("/sessions")
 @json_body(NewSession, optional=True)
-@validate_response(SessionOut, 201)
+@document_response(SessionOut, 201)
 @document_response(Problem, 400)
 @document_response(Problem, 413)
 @document_response(Problem, 415)
 @document_response(Problem, 422)
 @document_response(Problem, 503)
-async def create_session(data: NewSession) -> tuple[SessionOut, int, dict[str, str]]:
+async def create_session(data: NewSession) -> Response:
     """Open a chat session.
 
     The body is optional. The new session holds one message: the support side's
@@ -34,14 +35,16 @@ async def create_session(data: NewSession) -> tuple[SessionOut, int, dict[str, s
     state = app_state()
     view = await sessions.open_session(state.db, greeting=state.settings.sessions.default_message)
     location = url_for("sessions.session", session_id=view.id)
-    return SessionOut.model_validate(view, from_attributes=True), 201, {"Location": location}
+    return json_response(
+        SessionOut.model_validate(view, from_attributes=True), 201, {"Location": location}
+    )
 
 
 @blueprint.get("/sessions/<uuid:session_id>")
-@validate_response(SessionOut, 200)
+@document_response(SessionOut, 200)
 @document_response(Problem, 404)
 @document_response(Problem, 503)
-async def session(session_id: uuid.UUID) -> SessionOut:
+async def session(session_id: uuid.UUID) -> Response:
     """Get a session with its messages.
 
     Messages come oldest first. Beyond `limits.session_inline_messages` (1000 by
@@ -54,4 +57,4 @@ async def session(session_id: uuid.UUID) -> SessionOut:
         session_id=session_id,
         inline_limit=state.settings.limits.session_inline_messages,
     )
-    return SessionOut.model_validate(view, from_attributes=True)
+    return json_response(SessionOut.model_validate(view, from_attributes=True))

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, exists, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, bindparam, exists, insert, select, update
 
 from chat_service.errors import NotFound
 from chat_service.model import AuthorType, Database, cancel_safe
@@ -72,13 +71,17 @@ async def post_message(
         return PostedMessage(message=message, session=None)
     # Every lower seq was committed before this one got the lock, so reading up to
     # our seq after COMMIT gives the session exactly as it stood with our message last.
-    async with db.connection(write=False) as connection:
-        view = await recent_messages(connection, session, limit=inline_limit, up_to=message.seq)
+    view = await db.run(
+        lambda connection: recent_messages(
+            connection, session, limit=inline_limit, up_to=message.seq
+        ),
+        write=False,
+    )
     return PostedMessage(message=message, session=view)
 
 
-async def _append_messages(
-    connection: AsyncConnection, posts: Sequence[_Post]
+def _append_messages(
+    connection: Connection, posts: Sequence[_Post]
 ) -> list[tuple[MessageView, SessionRow] | Exception]:
     """Write a batch of posts: one UPDATE per session, one INSERT for all messages."""
     counts = Counter(post.session_id for post in posts)
@@ -87,10 +90,8 @@ async def _append_messages(
     next_seq: dict[uuid.UUID, int] = {}
     # Sessions in a fixed order, so that two processes' batches never deadlock.
     for session_id in sorted(counts):
-        row = (
-            await connection.execute(
-                _TAKE_SEQS, {"session_id": session_id, "count": counts[session_id], "now": now}
-            )
+        row = connection.execute(
+            _TAKE_SEQS, {"session_id": session_id, "count": counts[session_id], "now": now}
         ).first()
         if row is not None:
             session = SessionRow(*row)
@@ -120,7 +121,7 @@ async def _append_messages(
         )
         results.append((message, taken))
     if rows:
-        await connection.execute(insert(MESSAGES), rows)
+        connection.execute(insert(MESSAGES), rows)
     return results
 
 
@@ -141,21 +142,23 @@ async def list_messages(
         Unavailable: the database cannot be used right now.
     """
     after_seq = 0 if after is None else cursors.decode(MESSAGES_CURSOR, session_id, after)
-    async with db.connection(write=False) as connection:
-        rows = (
-            await connection.execute(
-                select(*MESSAGE_COLUMNS)
-                .where(MESSAGES.c.session_id == session_id, MESSAGES.c.seq > after_seq)
-                .order_by(MESSAGES.c.seq)
-                .limit(limit + 1)
-            )
+
+    def read(connection: Connection) -> list[MessageView] | None:
+        rows = connection.execute(
+            select(*MESSAGE_COLUMNS)
+            .where(MESSAGES.c.session_id == session_id, MESSAGES.c.seq > after_seq)
+            .order_by(MESSAGES.c.seq)
+            .limit(limit + 1)
         ).all()
         # Every session holds at least its greeting, so an empty page needs a check.
-        if not rows and not await connection.scalar(
-            select(exists().where(SESSIONS.c.id == session_id))
-        ):
-            raise NotFound(f"session {session_id} does not exist")
-    items = [MessageView.from_row(row) for row in rows[:limit]]
+        if not rows and not connection.scalar(select(exists().where(SESSIONS.c.id == session_id))):
+            return None
+        return [MessageView.from_row(row) for row in rows]
+
+    rows = await db.run(read, write=False)
+    if rows is None:
+        raise NotFound(f"session {session_id} does not exist")
+    items = rows[:limit]
     next_cursor = None
     if len(rows) > limit:
         next_cursor = cursors.encode(MESSAGES_CURSOR, session_id, items[-1].seq)
@@ -163,23 +166,21 @@ async def list_messages(
 
 
 @cancel_safe
-async def get_message(
-    db: Database, *, session_id: uuid.UUID, message_id: uuid.UUID
-) -> MessageView:
+async def get_message(db: Database, *, session_id: uuid.UUID, message_id: uuid.UUID) -> MessageView:
     """One message of a session.
 
     Raises:
         NotFound: no such session, or no such message in it.
         Unavailable: the database cannot be used right now.
     """
-    async with db.connection(write=False) as connection:
-        row = (
-            await connection.execute(
-                select(*MESSAGE_COLUMNS).where(
-                    MESSAGES.c.id == message_id, MESSAGES.c.session_id == session_id
-                )
+    row = await db.run(
+        lambda connection: connection.execute(
+            select(*MESSAGE_COLUMNS).where(
+                MESSAGES.c.id == message_id, MESSAGES.c.session_id == session_id
             )
-        ).first()
+        ).first(),
+        write=False,
+    )
     if row is None:
         raise NotFound(f"message {message_id} does not exist in session {session_id}")
     return MessageView.from_row(row)

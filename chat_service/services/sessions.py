@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Table, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, Table, insert, select
 
 from chat_service.errors import NotFound
 from chat_service.model import AuthorType, ChatSession, Database, Message, cancel_safe
@@ -63,10 +62,10 @@ async def open_session(db: Database, *, greeting: str) -> SessionView:
     return SessionView(session=session, messages=[message], truncated=False)
 
 
-async def _insert_sessions(
-    connection: AsyncConnection, items: Sequence[_NewSession]
-) -> list[None | Exception]:
-    await connection.execute(
+def _insert_sessions(
+    connection: Connection, items: Sequence[_NewSession]
+) -> list[Exception | None]:
+    connection.execute(
         insert(SESSIONS),
         [
             {
@@ -78,7 +77,7 @@ async def _insert_sessions(
             for item in items
         ],
     )
-    await connection.execute(
+    connection.execute(
         insert(MESSAGES),
         [
             {
@@ -103,24 +102,28 @@ async def get_session(db: Database, *, session_id: uuid.UUID, inline_limit: int)
         NotFound: no such session.
         Unavailable: the database cannot be used right now.
     """
-    async with db.connection(write=False) as connection:
-        row = (
-            await connection.execute(select(*SESSION_COLUMNS).where(SESSIONS.c.id == session_id))
+
+    def read(connection: Connection) -> SessionView | None:
+        row = connection.execute(
+            select(*SESSION_COLUMNS).where(SESSIONS.c.id == session_id)
         ).first()
         if row is None:
-            raise NotFound(f"session {session_id} does not exist")
+            return None
         session = SessionRow(*row)
-        return await recent_messages(
-            connection, session, limit=inline_limit, up_to=session.last_seq
-        )
+        return recent_messages(connection, session, limit=inline_limit, up_to=session.last_seq)
+
+    view = await db.run(read, write=False)
+    if view is None:
+        raise NotFound(f"session {session_id} does not exist")
+    return view
 
 
-async def recent_messages(
-    connection: AsyncConnection, session: SessionRow, *, limit: int, up_to: int
+def recent_messages(
+    connection: Connection, session: SessionRow, *, limit: int, up_to: int
 ) -> SessionView:
     """The view of ``session`` with its last ``limit`` messages up to ``seq`` ``up_to``."""
     rows = (
-        await connection.execute(
+        connection.execute(
             select(*MESSAGE_COLUMNS)
             .where(MESSAGES.c.session_id == session.id, MESSAGES.c.seq <= up_to)
             .order_by(MESSAGES.c.seq.desc())
