@@ -36,12 +36,23 @@ def json_body(model: type[M], *, optional: bool = False) -> Callable[[Handler], 
     def decorator(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            data = await _read_json(optional=optional)
-            limits = app_state().settings.limits
+            raw = await _read_body(optional=optional)
+            context = {"message_chars": app_state().settings.limits.message_chars}
             try:
-                parsed = model.model_validate(data, context={"message_chars": limits.message_chars})
+                if raw is None:
+                    parsed = model.model_validate({}, context=context)
+                else:
+                    # pydantic-core parses and validates the bytes in one pass.
+                    parsed = model.model_validate_json(raw, context=context)
             except ValidationError as error:
-                raise RequestSchemaValidationError(error) from None
+                if raw is None or not _unparsable(error):
+                    raise RequestSchemaValidationError(error) from None
+                # Python's parser says exactly why (400), or accepts what pydantic-core
+                # does not (NaN, lone surrogates) and validation gives the 422.
+                try:
+                    parsed = model.model_validate(_decode_json(raw), context=context)
+                except ValidationError as python_error:
+                    raise RequestSchemaValidationError(python_error) from None
             return await handler(*args, data=parsed, **kwargs)
 
         return document_request(model, source=DataSource.JSON)(wrapper)
@@ -73,13 +84,18 @@ def query_args(model: type[M]) -> Callable[[Handler], Handler]:
     return decorator
 
 
-async def _read_json(*, optional: bool) -> Any:
+def _unparsable(error: ValidationError) -> bool:
+    return any(detail["type"] == "json_invalid" for detail in error.errors())
+
+
+async def _read_body(*, optional: bool) -> bytes | None:
+    """The raw JSON body, after the media type and encoding checks; None for "no body"."""
     is_json = request.mimetype == "application/json" or request.mimetype.endswith("+json")
     if not is_json and not optional:
         raise UnsupportedMediaType("Send the body as application/json.")
     raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)
     if not raw.strip() and optional:
-        return {}
+        return None
     if not is_json:
         raise UnsupportedMediaType("Send the body as application/json.")
     if request.headers.get("Content-Encoding", "identity").lower() != "identity":
@@ -87,6 +103,10 @@ async def _read_json(*, optional: bool) -> Any:
     if request.mimetype_params.get("charset", "utf-8").lower() not in {"utf-8", "utf8"}:
         # RFC 8259: JSON exchanged between systems is UTF-8.
         raise UnsupportedMediaType("Send the body as application/json in UTF-8.")
+    return raw
+
+
+def _decode_json(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from quart import Blueprint, Response, url_for
+from quart import Blueprint, Response, request
 from quart_schema import document_response, tag_blueprint
 
 from chat_service.routes.bodies import json_body
@@ -34,7 +34,7 @@ async def create_session(data: NewSession) -> Response:
     """
     state = app_state()
     view = await sessions.open_session(state.db, greeting=state.settings.sessions.default_message)
-    location = url_for("sessions.session", session_id=view.id)
+    location = f"{request.root_path}/sessions/{view.id}"  # as in messages.create_message
     return json_response(
         SessionOut.model_validate(view, from_attributes=True), 201, {"Location": location}
     )
