@@ -38,13 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.out / f"profile-{args.backend}-{args.scenario}"
     workdir = Path(tempfile.mkdtemp(prefix="chat-profile-"))
     with fresh_database(args.backend, args.postgres_url, workdir) as url:
+        secret = uuid.uuid4().hex
         env = {
             "CHAT_SERVICE_DATABASE_URL": url,
             "CHAT_SERVICE_HTTP_WORKERS": "1",
-            "CHAT_SERVICE_SECURITY_CURSOR_SECRET": uuid.uuid4().hex,
+            "CHAT_SERVICE_SECURITY_CURSOR_SECRET": secret,
         }
         with serve("chat_service", env, "/health/ready", workdir / "service.log") as server:
-            targets = seed(server.base_url, url)
+            targets = seed(server.base_url, url, secret)
             paths = targets.paths(args.scenario)
             # Warm up, then sample for the whole measured run.
             wrk(

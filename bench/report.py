@@ -81,13 +81,25 @@ def targets(summaries: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
             if c64:
                 checks.append(
                     (
-                        f"{backend}, 1 worker, c64, `{scenario}`: p99 ≤ 50 ms, 0 errors",
-                        f"{c64['p99_ms']:.1f} ms, {c64['errors']} errors",
-                        c64["p99_ms"] <= 50 and c64["errors"] == 0,
+                        f"{backend}, 1 worker, c64, `{scenario}`: 0 errors",
+                        f"{c64['errors']} errors",
+                        c64["errors"] == 0,
                     )
                 )
+                ceiling = _find(summaries, target="ceiling", workers=1, concurrency=64)
+                if ceiling:
+                    # At 64 connections on one worker, Little's law puts even the
+                    # ceiling's mean latency near 64 / its req/s: shown for comparison.
+                    checks.append(
+                        (
+                            f"{backend}, 1 worker, c64, `{scenario}`: p99 ≤ 50 ms "
+                            f"(the ceiling's own p99 at c64: {ceiling['p99_ms']:.0f} ms)",
+                            f"{c64['p99_ms']:.1f} ms",
+                            c64["p99_ms"] <= 50,
+                        )
+                    )
         for record in service:
-            if record["backend"] != backend or record["scenario"] != "page_10k":
+            if record["backend"] != backend or not record["scenario"].startswith("page_10k"):
                 continue
             short = _find(
                 service,
@@ -101,7 +113,7 @@ def targets(summaries: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
                 checks.append(
                     (
                         f"{backend}, {record['workers']} worker(s), c{record['concurrency']}: "
-                        "page of 10 000 ≤ 1.2 × page of 20 (p50)",
+                        f"`{record['scenario']}` ≤ 1.2 × `page_20` (p50 latency)",
                         f"{ratio:.2f} ×",
                         ratio <= 1.2,
                     )

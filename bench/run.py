@@ -43,6 +43,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat_service.model import AuthorType, ChatSession, Message
 from chat_service.model.base import new_id
+from chat_service.services.cursors import CursorCodec
+from chat_service.services.messages import MESSAGES_CURSOR
 
 ROOT = Path(__file__).resolve().parent.parent
 LOAD_SCRIPT = Path(__file__).resolve().parent / "load.lua"
@@ -55,6 +57,7 @@ SCENARIOS: dict[str, str] = {
     "get_session": "GET /sessions/{id} (20 messages)",
     "page_20": "GET /sessions/{id}/messages?limit=50 (20-message session)",
     "page_10k": "GET /sessions/{id}/messages?limit=50 (10 000-message session)",
+    "page_10k_tail": "GET /sessions/{id}/messages?limit=50&after=… (its last 20 messages)",
     "mixed": "70 % reads, 30 % writes",
 }
 WRITE_SCENARIOS = ("post_session", "post_message", "post_message_minimal")
@@ -90,7 +93,14 @@ QUICK = Plan(
     backends=("sqlite", "postgresql"),
     workers=(1,),
     concurrency=(16,),
-    scenarios=("post_session", "post_message_minimal", "page_20", "page_10k", "mixed"),
+    scenarios=(
+        "post_session",
+        "post_message_minimal",
+        "page_20",
+        "page_10k",
+        "page_10k_tail",
+        "mixed",
+    ),
     repeats=1,
     duration=3,
     warmup=1,
@@ -107,6 +117,7 @@ class Targets:
     session_20: str = ""
     page_20: str = ""
     page_10k: str = ""
+    page_10k_tail: str = ""
 
     def paths(self, scenario: str) -> tuple[list[str], list[str]]:
         """(paths, read paths) for the load script."""
@@ -118,6 +129,7 @@ class Targets:
             "get_session": ([self.session_20], []),
             "page_20": ([self.page_20], []),
             "page_10k": ([self.page_10k], []),
+            "page_10k_tail": ([self.page_10k_tail], []),
             "mixed": (self.minimal_writes, reads),
         }[scenario]
 
@@ -253,7 +265,7 @@ def migrate(url: str) -> None:
     )
 
 
-def seed(base_url: str, database_url: str) -> Targets:
+def seed(base_url: str, database_url: str, cursor_secret: str) -> Targets:
     """Sessions for every scenario; the long history goes straight into the database."""
     targets = Targets()
     with httpx.Client(base_url=base_url, timeout=10) as client:
@@ -278,6 +290,12 @@ def seed(base_url: str, database_url: str) -> Targets:
     targets.session_20 = f"/sessions/{short}"
     targets.page_20 = f"/sessions/{short}/messages?limit=50"
     targets.page_10k = f"/sessions/{long}/messages?limit=50"
+    # The same 20 messages as the short session's page, but at the end of 10 000: the
+    # cursor a client paging through would hold at seq 9 980.
+    tail = CursorCodec(cursor_secret).encode(
+        MESSAGES_CURSOR, uuid.UUID(long), LONG_HISTORY - SHORT_HISTORY
+    )
+    targets.page_10k_tail = f"/sessions/{long}/messages?limit=50&after={tail}"
     return targets
 
 
@@ -516,13 +534,14 @@ def run_service(
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]], float]]:
     measured = []
     with fresh_database(backend, postgres_url, workdir) as url:
+        secret = uuid.uuid4().hex
         env = {
             "CHAT_SERVICE_DATABASE_URL": url,
             "CHAT_SERVICE_HTTP_WORKERS": str(workers),
-            "CHAT_SERVICE_SECURITY_CURSOR_SECRET": uuid.uuid4().hex,
+            "CHAT_SERVICE_SECURITY_CURSOR_SECRET": secret,
         }
         with serve("chat_service", env, "/health/ready", workdir / "service.log") as server:
-            targets = seed(server.base_url, url)
+            targets = seed(server.base_url, url, secret)
             for scenario in plan.scenarios:
                 key = {
                     "target": "service",

@@ -82,3 +82,33 @@ async def test_cancelled_requests_never_wedge_the_database(client: TestClientPro
     seqs = await seqs_of(client, session["id"])
     assert seqs == list(range(1, len(seqs) + 1))
     assert after["seq"] in seqs
+
+
+async def test_concurrent_posts_to_many_sessions_fail_and_succeed_one_by_one(
+    client: TestClientProtocol,
+) -> None:
+    """Posts that arrive together share a transaction; a missing session fails alone."""
+    sessions = [await create_session(client) for _ in range(3)]
+    missing = "00000000-0000-7000-8000-000000000000"
+    targets = [session["id"] for session in sessions] * 10 + [missing] * 10
+
+    async def post(index: int, session_id: str) -> tuple[str, int, dict[str, object]]:
+        response = await client.post(
+            f"/sessions/{session_id}/messages",
+            json={"content": f"message {index}", "author_type": "customer"},
+            headers={"Prefer": "return=minimal"},
+        )
+        return session_id, response.status_code, await response.get_json()
+
+    results = await asyncio.gather(*(post(i, target) for i, target in enumerate(targets)))
+
+    assert sorted(status for target, status, _ in results if target == missing) == [404] * 10
+    for session in sessions:
+        answered = [body for target, status, body in results if target == session["id"]]
+        assert all(body["seq"] for body in answered)
+        assert sorted(body["seq"] for body in answered) == list(range(2, 12))
+        page = await (await client.get(f"/sessions/{session['id']}/messages")).get_json()
+        stored = {item["seq"]: item["content"] for item in page["items"]}
+        assert {body["seq"]: body["content"] for body in answered} == {
+            seq: content for seq, content in stored.items() if seq > 1
+        }
