@@ -35,6 +35,9 @@ def _database_url(_instance: object, _attribute: object, value: Secret[str]) -> 
             "database.url must start with sqlite+aiosqlite:// or postgresql+asyncpg://, "
             f"not {url.drivername}://"
         )
+    if url.drivername.startswith("sqlite") and url.database in (None, "", ":memory:"):
+        # The service opens several connections; each would get its own empty database.
+        raise ValueError("database.url must name a SQLite file: sqlite+aiosqlite:///path")
 
 
 @attrs.frozen

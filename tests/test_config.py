@@ -66,6 +66,8 @@ def test_settings_files_from_the_environment_override_the_toml(
         ("CHAT_SERVICE_LOG_LEVEL", "verbose"),
         ("CHAT_SERVICE_DATABASE_URL", "mysql://db/chat"),
         ("CHAT_SERVICE_DATABASE_URL", "not a url"),
+        ("CHAT_SERVICE_DATABASE_URL", "sqlite+aiosqlite://"),
+        ("CHAT_SERVICE_DATABASE_URL", "sqlite+aiosqlite:///:memory:"),
         ("CHAT_SERVICE_DATABASE_POOL_TIMEOUT_SECONDS", "-1"),
     ],
 )

@@ -137,10 +137,12 @@ class Database:
             on_connect = _sqlite_on_connect(sqlite_busy_timeout_ms)
             event.listen(self.engine.sync_engine, "connect", on_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+            # Two connections are all it needs: reads run one at a time on the event
+            # loop, writes one at a time in the writer thread.
             sync_engine = create_engine(
                 parsed.set(drivername="sqlite+pysqlite"),
                 connect_args={"check_same_thread": False},
-                **options,
+                **{**options, "pool_size": 2, "max_overflow": 0},
             )
             event.listen(sync_engine, "connect", on_connect)
             event.listen(sync_engine, "begin", _sqlite_begin)
