@@ -25,7 +25,8 @@ def load(results: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     records = [json.loads(line) for line in results.read_text().splitlines() if line]
     machine = next(record for record in records if record["kind"] == "machine")
     summaries = [record for record in records if record["kind"] == "summary"]
-    return machine, summaries
+    # The ceiling rows first; otherwise in the order measured (sorted() is stable).
+    return machine, sorted(summaries, key=lambda record: record["target"] != "ceiling")
 
 
 def write(results: Path, out: Path, *, command: str, minutes: float) -> None:
@@ -174,14 +175,17 @@ def markdown(
         "### All rows",
         "",
         "`× ceiling`: requests/s divided by the ceiling's (a one-route Quart app on the "
-        "same server settings) at the same workers and concurrency, measured before and "
-        "after the service in this invocation. Errors: socket errors and non-2xx answers, "
+        "same server settings) at the same workers and concurrency, measured just before "
+        "and just after that service configuration (the ceiling rows show the median "
+        "over all of them). Errors: socket errors and non-2xx answers, "
         "summed over the runs. RSS: the peak of any one server process during that row's "
-        "server lifetime.",
+        "server lifetime. CPU: cores busy during the run (CPU seconds / wall seconds) in "
+        "the server's processes, in wrk, and in PostgreSQL's processes; the machine has "
+        f"{machine['cores']}.",
         "",
         "| target | backend | workers | conc. | scenario | req/s | × ceiling "
-        "| p50 ms | p90 ms | p99 ms | errors | peak RSS MB |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| p50 ms | p90 ms | p99 ms | errors | peak RSS MB | CPU server / wrk / pg |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for record in summaries:
         lines.append(
@@ -189,7 +193,9 @@ def markdown(
             f"| {record['concurrency']} | {record['scenario']} | {record['rps']:.0f} "
             f"| {record['ratio_to_ceiling']:.2f} | {record['p50_ms']:.1f} "
             f"| {record['p90_ms']:.1f} | {record['p99_ms']:.1f} | {record['errors']} "
-            f"| {record['rss_mb'] if record['rss_mb'] is not None else '–'} |"
+            f"| {record['rss_mb'] if record['rss_mb'] is not None else '–'} "
+            f"| {record['cpu_server']:.2f} / {record['cpu_wrk']:.2f} / "
+            f"{record['cpu_postgres']:.2f} |"
         )
     lines += ["", "Scenarios:", ""]
     lines += [f"- `{name}`: {description}" for name, description in SCENARIOS.items()]

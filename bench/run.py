@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import signal
@@ -85,7 +86,7 @@ FULL = Plan(
     concurrency=(16, 64),
     scenarios=tuple(SCENARIOS),
     repeats=3,
-    duration=5,
+    duration=4,
     warmup=2,
     threads=2,
 )
@@ -328,6 +329,26 @@ async def _seed_history(url: str, session_id: uuid.UUID, total: int) -> None:
 # --- load ---------------------------------------------------------------------------
 
 
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def server_processes(pid: int) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    return []
+
+
+def postgres_processes() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+
+
 def wrk(
     base_url: str,
     scenario: str,
@@ -336,7 +357,9 @@ def wrk(
     concurrency: int,
     duration: int,
     threads: int,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
+    """One wrk run; with ``server_pid``, also the CPU (in cores) each party used."""
     command = [
         "wrk",
         f"-t{min(threads, concurrency)}",
@@ -354,9 +377,27 @@ def wrk(
         "BENCH_PATHS": " ".join(paths[0]),
         "BENCH_READ_PATHS": " ".join(paths[1]),
     }
+    # Who used the machine's cores during the run: the server (all its processes),
+    # wrk (the only child process that ends during the run), PostgreSQL's processes.
+    server = server_processes(server_pid) if server_pid else []
+    database = postgres_processes()
+    before = (cpu_seconds(server), resource.getrusage(resource.RUSAGE_CHILDREN))
+    database_before = cpu_seconds(database)
+    started = time.monotonic()
     output = subprocess.run(
         command, env=env, capture_output=True, text=True, check=True, timeout=duration + 60
     ).stdout
+    elapsed = time.monotonic() - started
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = {
+        "cpu_server": round((cpu_seconds(server) - before[0]) / elapsed, 2),
+        "cpu_wrk": round(
+            (children.ru_utime + children.ru_stime - before[1].ru_utime - before[1].ru_stime)
+            / elapsed,
+            2,
+        ),
+        "cpu_postgres": round((cpu_seconds(database) - database_before) / elapsed, 2),
+    }
     line = next(line for line in output.splitlines() if line.startswith("BENCH_RESULT "))
     raw = json.loads(line.removeprefix("BENCH_RESULT "))
     errors = sum(value for key, value in raw.items() if key.startswith("errors_"))
@@ -369,6 +410,7 @@ def wrk(
         "requests": raw["requests"],
         "errors": errors,
         "errors_detail": {k: v for k, v in raw.items() if k.startswith("errors_") and v},
+        **cpu,
     }
 
 
@@ -394,38 +436,37 @@ class Recorder:
 def measure(
     recorder: Recorder,
     plan: Plan,
-    base_url: str,
+    server: Server,
     key: dict[str, Any],
     scenario: str,
     paths: tuple[list[str], list[str]],
     concurrency: int,
 ) -> list[dict[str, Any]]:
-    if plan.warmup:
-        wrk(
-            base_url,
+    def load(duration: int) -> dict[str, Any]:
+        return wrk(
+            server.base_url,
             scenario,
             paths,
             concurrency=concurrency,
-            duration=plan.warmup,
+            duration=duration,
             threads=plan.threads,
+            server_pid=server.process.pid,
         )
+
+    if plan.warmup:
+        load(plan.warmup)
     runs = []
     for repeat in range(plan.repeats):
-        result = wrk(
-            base_url,
-            scenario,
-            paths,
-            concurrency=concurrency,
-            duration=plan.duration,
-            threads=plan.threads,
-        )
+        result = load(plan.duration)
         record = {"kind": "run", **key, "scenario": scenario, "repeat": repeat, **result}
         recorder.write(record)
         runs.append(record)
         print(
             f"  {key['target']:8} {key.get('backend') or '-':10} w{key['workers']} "
             f"c{concurrency:<3} {scenario:22} {result['rps']:8.0f} req/s "
-            f"p99 {result['p99_ms']:6.1f} ms errors {result['errors']}",
+            f"p99 {result['p99_ms']:6.1f} ms errors {result['errors']} "
+            f"cpu {result['cpu_server']:.2f}/{result['cpu_wrk']:.2f}/"
+            f"{result['cpu_postgres']:.2f}",
             flush=True,
         )
     return runs
@@ -439,31 +480,33 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "p99_ms": round(statistics.median(run["p99_ms"] for run in runs), 2),
         "errors": sum(run["errors"] for run in runs),
         "runs": len(runs),
+        "cpu_server": round(statistics.median(run["cpu_server"] for run in runs), 2),
+        "cpu_wrk": round(statistics.median(run["cpu_wrk"] for run in runs), 2),
+        "cpu_postgres": round(statistics.median(run["cpu_postgres"] for run in runs), 2),
     }
 
 
 def run_ceiling(
-    recorder: Recorder, plan: Plan, workdir: Path, phase: str
-) -> dict[tuple[int, int], list[dict[str, Any]]]:
-    runs: dict[tuple[int, int], list[dict[str, Any]]] = {}
-    for workers in plan.workers:
-        env = {"CHAT_SERVICE_HTTP_WORKERS": str(workers)}
-        with serve("bench.ceiling", env, "/", workdir / "ceiling.log") as server:
-            for concurrency in plan.concurrency:
-                key = {
-                    "target": "ceiling",
-                    "backend": None,
-                    "workers": workers,
-                    "concurrency": concurrency,
-                    "phase": phase,
-                }
-                runs[(workers, concurrency)] = measure(
-                    recorder, plan, server.base_url, key, "ceiling", (["/"], []), concurrency
-                )
-    return runs
+    recorder: Recorder, plan: Plan, workdir: Path, workers: int, concurrency: int, phase: str
+) -> list[dict[str, Any]]:
+    env = {"CHAT_SERVICE_HTTP_WORKERS": str(workers)}
+    with serve("bench.ceiling", env, "/", workdir / "ceiling.log") as server:
+        key = {
+            "target": "ceiling",
+            "backend": None,
+            "workers": workers,
+            "concurrency": concurrency,
+            "phase": phase,
+        }
+        return measure(recorder, plan, server, key, "ceiling", (["/"], []), concurrency)
 
 
 def run_matrix(plan: Plan, postgres_url: str, out: Path) -> Path:
+    """Every service configuration between two measurements of the ceiling.
+
+    A service row's ratio is to the ceiling measured just before and just after it,
+    so that a shared machine's drift over the run does not skew one side.
+    """
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     results = out / "results.jsonl"
@@ -471,53 +514,47 @@ def run_matrix(plan: Plan, postgres_url: str, out: Path) -> Path:
     recorder = Recorder(results, stamp)
     recorder.write({"kind": "machine", **machine(postgres_url), "plan": asdict(plan)})
     workdir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
+    all_ceilings: dict[tuple[int, int], list[dict[str, Any]]] = {}
     try:
-        print("ceiling (before)", flush=True)
-        before = run_ceiling(recorder, plan, workdir, "before")
-        services: list[tuple[dict[str, Any], list[dict[str, Any]], float]] = []
         for backend in plan.backends:
             for workers in plan.workers:
                 for concurrency in plan.concurrency:
-                    print(f"service: {backend}, {workers} worker(s), c{concurrency}", flush=True)
-                    services.extend(
-                        run_service(
-                            recorder, plan, workdir, postgres_url, backend, workers, concurrency
-                        )
+                    print(f"{backend}, {workers} worker(s), c{concurrency}", flush=True)
+                    before = run_ceiling(recorder, plan, workdir, workers, concurrency, "before")
+                    services = run_service(
+                        recorder, plan, workdir, postgres_url, backend, workers, concurrency
                     )
-        print("ceiling (after)", flush=True)
-        after = run_ceiling(recorder, plan, workdir, "after")
+                    after = run_ceiling(recorder, plan, workdir, workers, concurrency, "after")
+                    ceiling = median_of(before + after)
+                    all_ceilings.setdefault((workers, concurrency), []).extend(before + after)
+                    for key, runs, rss_mb in services:
+                        summary = median_of(runs)
+                        recorder.write(
+                            {
+                                "kind": "summary",
+                                **key,
+                                **summary,
+                                "ceiling_rps": ceiling["rps"],
+                                "ratio_to_ceiling": round(summary["rps"] / ceiling["rps"], 3),
+                                "rss_mb": rss_mb,
+                            }
+                        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-    ceilings: dict[tuple[int, int], dict[str, Any]] = {}
-    for workers in plan.workers:
-        for concurrency in plan.concurrency:
-            both = before[(workers, concurrency)] + after[(workers, concurrency)]
-            summary = median_of(both)
-            ceilings[(workers, concurrency)] = summary
-            recorder.write(
-                {
-                    "kind": "summary",
-                    "target": "ceiling",
-                    "backend": None,
-                    "workers": workers,
-                    "concurrency": concurrency,
-                    "scenario": "ceiling",
-                    **summary,
-                    "ratio_to_ceiling": 1.0,
-                    "rss_mb": None,
-                }
-            )
-    for key, runs, rss_mb in services:
+    for (workers, concurrency), runs in sorted(all_ceilings.items()):
         summary = median_of(runs)
-        ceiling = ceilings[(key["workers"], key["concurrency"])]
         recorder.write(
             {
                 "kind": "summary",
-                **key,
+                "target": "ceiling",
+                "backend": None,
+                "workers": workers,
+                "concurrency": concurrency,
+                "scenario": "ceiling",
                 **summary,
-                "ratio_to_ceiling": round(summary["rps"] / ceiling["rps"], 3),
-                "rss_mb": rss_mb,
+                "ceiling_rps": summary["rps"],
+                "ratio_to_ceiling": 1.0,
+                "rss_mb": None,
             }
         )
     return results
@@ -553,7 +590,7 @@ def run_service(
                 runs = measure(
                     recorder,
                     plan,
-                    server.base_url,
+                    server,
                     {k: v for k, v in key.items() if k != "scenario"},
                     scenario,
                     targets.paths(scenario),
