@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Connection, Table, insert, select
+from sqlalchemy import Connection, Table, bindparam, insert, select
 
 from chat_service.errors import NotFound
 from chat_service.model import AuthorType, ChatSession, Database, Message, cancel_safe
@@ -17,10 +17,10 @@ from chat_service.services.views import MessageView, SessionRow, SessionView
 # The hot paths use Core statements on the tables: no ORM identity map or instances.
 SESSIONS = cast(Table, ChatSession.__table__)
 MESSAGES = cast(Table, Message.__table__)
-# Every column of a message, in MessageView's order.
+# The columns of a message read within a session: not session_id, which the reader
+# knows (each UUID costs a conversion per row on SQLite).
 MESSAGE_COLUMNS = (
     MESSAGES.c.id,
-    MESSAGES.c.session_id,
     MESSAGES.c.seq,
     MESSAGES.c.author_type,
     MESSAGES.c.content,
@@ -104,9 +104,7 @@ async def get_session(db: Database, *, session_id: uuid.UUID, inline_limit: int)
     """
 
     def read(connection: Connection) -> SessionView | None:
-        row = connection.execute(
-            select(*SESSION_COLUMNS).where(SESSIONS.c.id == session_id)
-        ).first()
+        row = connection.execute(_SESSION, {"session_id": session_id}).first()
         if row is None:
             return None
         session = SessionRow(*row)
@@ -118,18 +116,23 @@ async def get_session(db: Database, *, session_id: uuid.UUID, inline_limit: int)
     return view
 
 
+# Built once: a statement built per call costs more than running it on SQLite.
+_RECENT = (
+    select(*MESSAGE_COLUMNS)
+    .where(MESSAGES.c.session_id == bindparam("session_id"), MESSAGES.c.seq <= bindparam("up_to"))
+    .order_by(MESSAGES.c.seq.desc())
+    .limit(bindparam("limit"))
+)
+_SESSION = select(*SESSION_COLUMNS).where(SESSIONS.c.id == bindparam("session_id"))
+
+
 def recent_messages(
     connection: Connection, session: SessionRow, *, limit: int, up_to: int
 ) -> SessionView:
     """The view of ``session`` with its last ``limit`` messages up to ``seq`` ``up_to``."""
-    rows = (
-        connection.execute(
-            select(*MESSAGE_COLUMNS)
-            .where(MESSAGES.c.session_id == session.id, MESSAGES.c.seq <= up_to)
-            .order_by(MESSAGES.c.seq.desc())
-            .limit(limit + 1)
-        )
+    rows = connection.execute(
+        _RECENT, {"session_id": session.id, "up_to": up_to, "limit": limit + 1}
     ).all()
     truncated = len(rows) > limit
-    messages = [MessageView.from_row(row) for row in reversed(rows[:limit])]
+    messages = [MessageView.from_row(session.id, row) for row in reversed(rows[:limit])]
     return SessionView(session=session, messages=messages, truncated=truncated)

@@ -23,9 +23,10 @@ class MessageView:
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: Any) -> MessageView:
-        """From a row of the ``messages`` table (all columns, in table order)."""
-        return cls(*row)
+    def from_row(cls, session_id: uuid.UUID, row: Any) -> MessageView:
+        """From a row of ``MESSAGE_COLUMNS`` of a session's message."""
+        message_id, seq, author_type, content, created_at = row
+        return cls(message_id, session_id, seq, author_type, content, created_at)
 
 
 @dataclass(frozen=True, slots=True)
