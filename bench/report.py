@@ -180,11 +180,11 @@ def markdown(
         "over all of them). Errors: socket errors and non-2xx answers, "
         "summed over the runs. RSS: the peak of any one server process during that row's "
         "server lifetime. CPU: cores busy during the run (CPU seconds / wall seconds) in "
-        "the server's processes, in wrk, and in PostgreSQL's processes; the machine has "
-        f"{machine['cores']}.",
+        "the server's processes, in wrk, and in everything else (PostgreSQL, and whatever "
+        f"else the shared machine ran); the machine has {machine['cores']}.",
         "",
         "| target | backend | workers | conc. | scenario | req/s | × ceiling "
-        "| p50 ms | p90 ms | p99 ms | errors | peak RSS MB | CPU server / wrk / pg |",
+        "| p50 ms | p90 ms | p99 ms | errors | peak RSS MB | CPU server / wrk / other |",
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for record in summaries:
@@ -195,7 +195,7 @@ def markdown(
             f"| {record['p90_ms']:.1f} | {record['p99_ms']:.1f} | {record['errors']} "
             f"| {record['rss_mb'] if record['rss_mb'] is not None else '–'} "
             f"| {record['cpu_server']:.2f} / {record['cpu_wrk']:.2f} / "
-            f"{record['cpu_postgres']:.2f} |"
+            f"{record['cpu_other']:.2f} |"
         )
     lines += ["", "Scenarios:", ""]
     lines += [f"- `{name}`: {description}" for name, description in SCENARIOS.items()]

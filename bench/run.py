@@ -353,8 +353,9 @@ def server_processes(pid: int) -> list[psutil.Process]:
     return []
 
 
-def postgres_processes() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+def machine_busy_seconds() -> float:
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
 def wrk(
@@ -386,25 +387,28 @@ def wrk(
         "BENCH_READ_PATHS": " ".join(paths[1]),
     }
     # Who used the machine's cores during the run: the server (all its processes),
-    # wrk (the only child process that ends during the run), PostgreSQL's processes.
+    # wrk (the only child process that ends during the run), and everything else,
+    # which is PostgreSQL's processes when the machine is otherwise quiet (counted
+    # from the machine's totals: PostgreSQL processes come and go with connections).
     server = server_processes(server_pid) if server_pid else []
-    database = postgres_processes()
-    before = (cpu_seconds(server), resource.getrusage(resource.RUSAGE_CHILDREN))
-    database_before = cpu_seconds(database)
+    server_before = cpu_seconds(server)
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    machine_before = machine_busy_seconds()
     started = time.monotonic()
     output = subprocess.run(
         command, env=env, capture_output=True, text=True, check=True, timeout=duration + 60
     ).stdout
     elapsed = time.monotonic() - started
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_used = cpu_seconds(server) - server_before
+    wrk_used = (
+        children.ru_utime + children.ru_stime - children_before.ru_utime - children_before.ru_stime
+    )
+    other_used = machine_busy_seconds() - machine_before - server_used - wrk_used
     cpu = {
-        "cpu_server": round((cpu_seconds(server) - before[0]) / elapsed, 2),
-        "cpu_wrk": round(
-            (children.ru_utime + children.ru_stime - before[1].ru_utime - before[1].ru_stime)
-            / elapsed,
-            2,
-        ),
-        "cpu_postgres": round((cpu_seconds(database) - database_before) / elapsed, 2),
+        "cpu_server": round(server_used / elapsed, 2),
+        "cpu_wrk": round(wrk_used / elapsed, 2),
+        "cpu_other": round(max(other_used, 0.0) / elapsed, 2),
     }
     line = next(line for line in output.splitlines() if line.startswith("BENCH_RESULT "))
     raw = json.loads(line.removeprefix("BENCH_RESULT "))
@@ -474,7 +478,7 @@ def measure(
             f"c{concurrency:<3} {scenario:22} {result['rps']:8.0f} req/s "
             f"p99 {result['p99_ms']:6.1f} ms errors {result['errors']} "
             f"cpu {result['cpu_server']:.2f}/{result['cpu_wrk']:.2f}/"
-            f"{result['cpu_postgres']:.2f}",
+            f"{result['cpu_other']:.2f}",
             flush=True,
         )
     return runs
@@ -490,7 +494,7 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "runs": len(runs),
         "cpu_server": round(statistics.median(run["cpu_server"] for run in runs), 2),
         "cpu_wrk": round(statistics.median(run["cpu_wrk"] for run in runs), 2),
-        "cpu_postgres": round(statistics.median(run["cpu_postgres"] for run in runs), 2),
+        "cpu_other": round(statistics.median(run["cpu_other"] for run in runs), 2),
     }
 
 

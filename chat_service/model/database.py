@@ -156,10 +156,12 @@ class Database:
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def run(self, work: Callable[[Connection], T], *, write: bool) -> T:
-        """Run ``work(connection)`` as one transaction and return what it returns.
+        """Run ``work(connection)`` and return what it returns.
 
-        COMMIT when it returns, ROLLBACK when it raises; ``write`` takes the write lock
-        up front on SQLite (BEGIN IMMEDIATE).
+        A write is one transaction: COMMIT when ``work`` returns, ROLLBACK when it
+        raises, the write lock taken up front on SQLite (BEGIN IMMEDIATE). A read is one
+        transaction on SQLite and runs in autocommit on PostgreSQL, so a read of several
+        statements must not need them to see one snapshot.
 
         Raises:
             Unavailable: the database cannot be reached or used right now.
