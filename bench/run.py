@@ -435,14 +435,11 @@ class Recorder:
     def __init__(self, path: Path, invocation: str) -> None:
         self.path = path
         self.invocation = invocation
-        self.summaries: list[dict[str, Any]] = []
 
     def write(self, record: dict[str, Any]) -> None:
         record = {"invocation": self.invocation, **record}
         with self.path.open("a") as file:
             file.write(json.dumps(record) + "\n")
-        if record["kind"] == "summary":
-            self.summaries.append(record)
 
 
 def measure(

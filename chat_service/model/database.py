@@ -124,10 +124,6 @@ class Database:
         self._batchers: dict[Callable[..., Any], _GroupCommit[Any, Any]] = {}
         self._threads: ThreadPoolExecutor | None = None
         self._sync_engine: Engine | None = None
-        # SQLite has one writer at a time. Queueing this process's writers here hands the
-        # lock over at once, where SQLite's busy handler would poll with growing sleeps;
-        # other processes are still kept out by the database lock and busy_timeout.
-        self._write_turn: asyncio.Lock | None = None
         # The async engine: migrations' checks, readiness, tests, and PostgreSQL's work.
         self.engine = create_async_engine(parsed, **options)
         if self.dialect == "sqlite":
@@ -148,8 +144,11 @@ class Database:
             event.listen(sync_engine, "begin", _sqlite_begin)
             self._sync_engine = sync_engine
             self._sync_writer = sync_engine.execution_options(sqlite_immediate=True)
+            # SQLite has one writer at a time: this process's writes queue for its one
+            # writer thread, which hands the lock over at once where SQLite's busy
+            # handler would poll with growing sleeps; other processes are kept out by
+            # the database lock and busy_timeout.
             self._threads = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-            self._write_turn = asyncio.Lock()
         # PostgreSQL reads run without BEGIN/COMMIT: one round trip per statement. A read
         # of several statements must not need one snapshot (each reads up to a bound it
         # already holds, such as a seq).
@@ -174,12 +173,10 @@ class Database:
                 # read from the page cache takes microseconds, less than a hand-off to
                 # a thread and back (which also contends for the GIL).
                 return self._run_sync(work, False)
-            assert self._write_turn is not None  # noqa: S101 - set with the sync engine
-            async with self._write_turn:
-                # A writer may wait for another process's lock and waits for fsync at
-                # COMMIT: that happens in the writer thread, off the event loop.
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(self._threads, self._run_sync, work, True)
+            # A writer may wait for another process's lock and waits for fsync at COMMIT:
+            # that happens in the writer thread, off the event loop.
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._threads, self._run_sync, work, True)
         except _UNAVAILABLE as error:
             log.warning("database unavailable: %s", type(error).__name__)
             raise Unavailable("the database is not available; try again shortly") from None

@@ -118,16 +118,7 @@ def _append_messages(
         message = MessageView(
             post.id, post.session_id, seq, post.author_type, post.content, post.created_at
         )
-        rows.append(
-            {
-                "id": message.id,
-                "session_id": message.session_id,
-                "seq": seq,
-                "author_type": message.author_type,
-                "content": message.content,
-                "created_at": message.created_at,
-            }
-        )
+        rows.append(message.as_row())
         results.append((message, taken))
     if rows:
         connection.execute(insert(MESSAGES), rows)

@@ -77,20 +77,7 @@ def _insert_sessions(
             for item in items
         ],
     )
-    connection.execute(
-        insert(MESSAGES),
-        [
-            {
-                "id": item.greeting.id,
-                "session_id": item.greeting.session_id,
-                "seq": item.greeting.seq,
-                "author_type": item.greeting.author_type,
-                "content": item.greeting.content,
-                "created_at": item.greeting.created_at,
-            }
-            for item in items
-        ],
-    )
+    connection.execute(insert(MESSAGES), [item.greeting.as_row() for item in items])
     return [None] * len(items)
 
 

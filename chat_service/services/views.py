@@ -28,6 +28,17 @@ class MessageView:
         message_id, seq, author_type, content, created_at = row
         return cls(message_id, session_id, seq, author_type, content, created_at)
 
+    def as_row(self) -> dict[str, Any]:
+        """The values of a ``messages`` row, for an INSERT."""
+        return {
+            "id": self.id,
+            "session_id": self.session_id,
+            "seq": self.seq,
+            "author_type": self.author_type,
+            "content": self.content,
+            "created_at": self.created_at,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class SessionRow:
