@@ -44,3 +44,17 @@ class Unavailable(DomainError):
 
     code = "unavailable"
     title = "Service temporarily unavailable"
+
+
+class Unauthenticated(DomainError):
+    """No credential, or one that is malformed, expired, revoked or not ours."""
+
+    code = "unauthenticated"
+    title = "Authentication required"
+
+
+class Forbidden(DomainError):
+    """The caller is known but its role or scopes do not allow this action."""
+
+    code = "forbidden"
+    title = "Not allowed"
