@@ -11,6 +11,7 @@ from chat_service.model import Database
 from chat_service.routes.openapi import OpenAPIProvider
 from chat_service.routes.state import EXTENSION_KEY, AppState
 from chat_service.services.cursors import CursorCodec
+from chat_service.services.jwt_tokens import JwtVerifier
 
 DESCRIPTION = """\
 A customer-support chat backend. Customers open chat sessions and post messages;
@@ -47,11 +48,26 @@ def create_app(settings: Settings) -> Quart:
         echo=db_settings.echo,
     )
     cursors = CursorCodec(settings.security.cursor_secret.get_secret_value())
-    app.extensions[EXTENSION_KEY] = AppState(settings=settings, db=db, cursors=cursors)
+    auth = settings.auth
+    jwt = JwtVerifier(
+        algorithms=auth.jwt_algorithms,
+        secret=auth.jwt_secret.get_secret_value(),
+        jwks_url=auth.jwt_jwks_url,
+        issuer=auth.jwt_issuer,
+        audience=auth.jwt_audience,
+        tenant_claim=auth.jwt_tenant_claim,
+        role_claim=auth.jwt_role_claim,
+        subject_claim=auth.jwt_subject_claim,
+        leeway_seconds=auth.jwt_leeway_seconds,
+        jwks_cache_seconds=auth.jwks_cache_seconds,
+        jwks_min_refresh_seconds=auth.jwks_min_refresh_seconds,
+    )
+    app.extensions[EXTENSION_KEY] = AppState(settings=settings, db=db, cursors=cursors, jwt=jwt)
     routes.register(app)
 
     @app.after_serving
-    async def close_database() -> None:
+    async def close_resources() -> None:
+        await jwt.aclose()
         await db.dispose()
 
     return app

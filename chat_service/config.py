@@ -83,6 +83,11 @@ class SessionSettings:
     """Behaviour of chat sessions."""
 
     default_message: str = ts.option(default="Hello, how may I help you?")
+    edit_window_seconds: float = ts.option(
+        default=900.0,
+        validator=attrs.validators.ge(0),
+        help="How long after posting an author may edit a message.",
+    )
 
 
 @attrs.frozen
@@ -93,6 +98,57 @@ class SecuritySettings:
         default=Secret(""),
         help="Signs pagination cursors. Empty: a random key per process "
         "(cursors then do not survive a restart or cross replicas).",
+    )
+
+
+JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
+# Values that are plainly not secrets: refused where a real secret is required.
+PLACEHOLDER_SECRETS = frozenset(
+    {"changeme", "change-me", "change_me", "secret", "placeholder", "example", "password", "test"}
+)
+MIN_SECRET_CHARS = 32
+
+
+def _algorithms(_instance: object, _attribute: object, value: tuple[str, ...]) -> None:
+    unknown = set(value) - set(JWT_ALGORITHMS)
+    if unknown:
+        raise ValueError(
+            f"auth.jwt_algorithms: {', '.join(sorted(unknown))} not supported "
+            f"(choose from {', '.join(JWT_ALGORITHMS)})"
+        )
+
+
+@attrs.frozen
+class AuthSettings:
+    """Who may call the API, and how identity providers' JWTs are checked."""
+
+    required: bool = ts.option(
+        default=False,
+        help="false: callers without a credential act on the default tenant with the "
+        "original, open contract (local use only). true: every call needs a credential.",
+    )
+    jwt_algorithms: tuple[str, ...] = ts.option(
+        default=(),
+        help="JWT algorithms accepted for agents and admins: HS256, RS256, ES256 (none: no JWTs).",
+        validator=_algorithms,
+    )
+    jwt_secret: Secret[str] = ts.secret(
+        default=Secret(""), help="HS256 shared secret (at least 32 characters)."
+    )
+    jwt_jwks_url: str = ts.option(default="", help="JWKS URL for RS256/ES256 keys.")
+    jwt_issuer: str = ts.option(default="", help="Required `iss`; empty: not checked.")
+    jwt_audience: str = ts.option(default="", help="Required `aud`; empty: not checked.")
+    jwt_tenant_claim: str = ts.option(
+        default="tenant", help="Claim naming the tenant (id or slug)."
+    )
+    jwt_role_claim: str = ts.option(default="role", help="Claim holding `agent` or `admin`.")
+    jwt_subject_claim: str = ts.option(default="sub", help="Claim identifying the agent.")
+    jwt_leeway_seconds: float = ts.option(default=30.0, validator=attrs.validators.ge(0))
+    jwks_cache_seconds: float = ts.option(default=300.0, validator=_positive)
+    jwks_min_refresh_seconds: float = ts.option(
+        default=10.0,
+        validator=attrs.validators.ge(0),
+        help="An unknown key id refetches the JWKS at most this often.",
     )
 
 
@@ -116,11 +172,30 @@ class Settings:
     limits: LimitSettings = LimitSettings()
     sessions: SessionSettings = SessionSettings()
     security: SecuritySettings = SecuritySettings()
+    auth: AuthSettings = AuthSettings()
     log: LogSettings = LogSettings()
 
     def __attrs_post_init__(self) -> None:
         if self.limits.page_size_default > self.limits.page_size_max:
             raise ValueError("limits.page_size_default must not exceed limits.page_size_max")
+        algorithms = set(self.auth.jwt_algorithms)
+        if "HS256" in algorithms:
+            _check_secret("auth.jwt_secret", self.auth.jwt_secret)
+        if algorithms & {"RS256", "ES256"} and not self.auth.jwt_jwks_url:
+            raise ValueError("auth.jwt_jwks_url is required for RS256 and ES256")
+        if self.auth.required:
+            # Production mode: cursors must be signed with a real, shared key.
+            _check_secret("security.cursor_secret", self.security.cursor_secret)
+
+
+def _check_secret(name: str, value: Secret[str]) -> None:
+    secret = value.get_secret_value()
+    if not secret:
+        raise ValueError(f"{name} must be set")
+    if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < MIN_SECRET_CHARS:
+        raise ValueError(
+            f"{name} looks like a placeholder: use at least {MIN_SECRET_CHARS} random characters"
+        )
 
 
 class SettingsError(ValueError):

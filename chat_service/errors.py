@@ -58,3 +58,14 @@ class Forbidden(DomainError):
 
     code = "forbidden"
     title = "Not allowed"
+
+
+class InvalidField(DomainError):
+    """A well-formed value that names something that cannot be used (answers 422)."""
+
+    code = "validation-error"
+    title = "Request is not valid"
+
+    def __init__(self, detail: str, *, pointer: str) -> None:
+        super().__init__(detail)
+        self.pointer = pointer

@@ -12,7 +12,7 @@ from quart.typing import TestClientProtocol
 from sqlalchemy import text
 
 from chat_service.app import create_app
-from chat_service.model import Database
+from chat_service.model import DEFAULT_TENANT_SLUG, Database
 from chat_service.routes.state import app_state
 from tests.support import (
     alembic_upgrade,
@@ -69,11 +69,18 @@ def db(app: Quart) -> Database:
     return app_state(app).db
 
 
+WIPED_TABLES = ("messages", "session_tags", "session_reads", "chat_sessions", "api_keys", "agents")
+
+
 async def wipe(db: Database) -> None:
-    """Delete every row (before a test, so a failed test leaves its rows to look at)."""
+    """Delete every row but the default tenant (before a test, so a failed test leaves
+    its rows to look at)."""
     async with db.engine.begin() as connection:
         if db.dialect == "postgresql":
-            await connection.execute(text("TRUNCATE messages, chat_sessions RESTART IDENTITY"))
+            await connection.execute(text(f"TRUNCATE {', '.join(WIPED_TABLES)}"))
         else:
-            await connection.execute(text("DELETE FROM messages"))
-            await connection.execute(text("DELETE FROM chat_sessions"))
+            for table in WIPED_TABLES:
+                await connection.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - constants
+        await connection.execute(
+            text("DELETE FROM tenants WHERE slug <> :slug"), {"slug": DEFAULT_TENANT_SLUG}
+        )

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import uuid_utils.compat
-from sqlalchemy import DateTime, Dialect, MetaData, TypeDecorator
+from sqlalchemy import DateTime, Dialect, Enum, MetaData, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase
 
 # The Alembic revision these models describe; a test keeps it equal to the newest one.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
+# The tenant every row belonged to before tenants existed, and the one served when
+# authentication is not required.
+DEFAULT_TENANT_ID = uuid.UUID(int=0)
+DEFAULT_TENANT_SLUG = "default"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -30,6 +35,19 @@ def utc_now() -> datetime:
 def new_id() -> uuid.UUID:
     """A new time-ordered (version 7) UUID: new rows cluster at the end of indexes."""
     return uuid_utils.compat.uuid7()
+
+
+def string_enum(kind: type[enum.StrEnum], name: str) -> Enum:
+    """A portable enum column: VARCHAR with a CHECK constraint, storing the values."""
+    return Enum(
+        kind,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=32,
+        values_callable=lambda kinds: [item.value for item in kinds],
+        validate_strings=True,
+    )
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -7,7 +7,8 @@ import uuid
 from quart import Blueprint, Response, request
 from quart_schema import document_headers, document_response, tag_blueprint
 
-from chat_service.model import AuthorType
+from chat_service.model import AuthorType, Visibility
+from chat_service.routes.auth import authenticated
 from chat_service.routes.bodies import json_body, query_args
 from chat_service.routes.openapi import alternative_response
 from chat_service.routes.preferences import prefers_minimal
@@ -15,6 +16,7 @@ from chat_service.routes.problems import InvalidInput
 from chat_service.routes.responses import json_response
 from chat_service.routes.state import app_state
 from chat_service.services import messages
+from chat_service.services.access import Principal
 from chat_service.transport.messages import (
     MessageOut,
     MessagePageOut,
@@ -30,29 +32,42 @@ tag_blueprint(blueprint, ["messages"])
 
 
 @blueprint.post("/sessions/<uuid:session_id>/messages")
+@authenticated
 @json_body(NewMessage)
 @document_headers(PreferHeader)
 @document_response(SessionOut, 201)
 @alternative_response(MessageOut, 201)
 @document_response(Problem, 400)
+@document_response(Problem, 401)
+@document_response(Problem, 403)
 @document_response(Problem, 404)
+@document_response(Problem, 409)
 @document_response(Problem, 413)
 @document_response(Problem, 415)
 @document_response(Problem, 422)
 @document_response(Problem, 503)
-async def create_message(session_id: uuid.UUID, data: NewMessage) -> Response:
+async def create_message(session_id: uuid.UUID, data: NewMessage, principal: Principal) -> Response:
     """Post a message to a session.
 
-    The message gets the session's next `seq`. The answer is the whole session with
-    the new message last, or, with `Prefer: return=minimal`, the new message alone.
-    `Location` names the new message either way.
+    The message gets the session's next `seq`. The author is the caller: a customer
+    token writes as `customer`, agents and keys as `service_agent` (`author_type` may
+    repeat it; without a credential, while authentication is not required, it is
+    required). Agents may post internal notes (`visibility: internal`), which
+    customers never see. A closed session answers 409; a customer writing into a
+    resolved one reopens it. The answer is the whole session with the new message
+    last, or, with `Prefer: return=minimal`, the new message alone. `Location` names
+    the new message either way.
     """
     state = app_state()
+    if principal.author_type is None and data.author_type is None:
+        raise InvalidInput([{"detail": "Field required", "pointer": "#/author_type"}])
     minimal = prefers_minimal(", ".join(request.headers.getlist("Prefer")))
     posted = await messages.post_message(
         state.db,
+        principal,
         session_id=session_id,
-        author_type=AuthorType(data.author_type),
+        author_type=None if data.author_type is None else AuthorType(data.author_type),
+        visibility=Visibility(data.visibility),
         content=data.content,
         inline_limit=None if minimal else state.settings.limits.session_inline_messages,
     )
@@ -73,13 +88,18 @@ async def create_message(session_id: uuid.UUID, data: NewMessage) -> Response:
 
 
 @blueprint.get("/sessions/<uuid:session_id>/messages")
+@authenticated
 @query_args(MessagePageQuery)
 @document_response(MessagePageOut, 200)
 @document_response(Problem, 400)
+@document_response(Problem, 401)
+@document_response(Problem, 403)
 @document_response(Problem, 404)
 @document_response(Problem, 422)
 @document_response(Problem, 503)
-async def messages_page(session_id: uuid.UUID, query_args: MessagePageQuery) -> Response:
+async def messages_page(
+    session_id: uuid.UUID, query_args: MessagePageQuery, principal: Principal
+) -> Response:
     """List a session's messages, a page at a time.
 
     Ordered by `seq`. `limit` is 1 to `limits.page_size_max` (200 by default; 50 when
@@ -92,18 +112,26 @@ async def messages_page(session_id: uuid.UUID, query_args: MessagePageQuery) -> 
         detail = f"must be between 1 and {limits.page_size_max}"
         raise InvalidInput([{"detail": detail, "parameter": "limit"}])
     page = await messages.list_messages(
-        state.db, state.cursors, session_id=session_id, limit=limit, after=query_args.after
+        state.db,
+        state.cursors,
+        principal,
+        session_id=session_id,
+        limit=limit,
+        after=query_args.after,
     )
     return json_response(MessagePageOut.model_validate(page, from_attributes=True))
 
 
 @blueprint.get("/sessions/<uuid:session_id>/messages/<uuid:message_id>")
+@authenticated
 @document_response(MessageOut, 200)
+@document_response(Problem, 401)
+@document_response(Problem, 403)
 @document_response(Problem, 404)
 @document_response(Problem, 503)
-async def message(session_id: uuid.UUID, message_id: uuid.UUID) -> Response:
+async def message(session_id: uuid.UUID, message_id: uuid.UUID, principal: Principal) -> Response:
     """Get one message of a session."""
     message = await messages.get_message(
-        app_state().db, session_id=session_id, message_id=message_id
+        app_state().db, principal, session_id=session_id, message_id=message_id
     )
     return json_response(MessageOut.model_validate(message, from_attributes=True))

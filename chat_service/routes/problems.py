@@ -8,16 +8,27 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from pydantic import ValidationError
-from quart import Quart, Response, json
+from quart import Quart, Response, json, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from chat_service.errors import Conflict, DomainError, InvalidCursor, NotFound, Unavailable
+from chat_service.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidCursor,
+    InvalidField,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
 PROBLEM_MIMETYPE: Final = "application/problem+json"
 STATUS: Final[Mapping[type[DomainError], int]] = {
+    Unauthenticated: 401,
+    Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
     InvalidCursor: 400,
@@ -78,12 +89,22 @@ def _escape_pointer(part: str) -> str:
 def register(app: Quart) -> None:
     """Install the error handlers on ``app``."""
 
+    @app.errorhandler(InvalidField)
+    async def invalid_field(error: InvalidField) -> Response:
+        return _invalid([{"detail": error.detail, "pointer": error.pointer}])
+
     @app.errorhandler(DomainError)
     async def domain(error: DomainError) -> Response:
         status = next((s for cls, s in STATUS.items() if isinstance(error, cls)), 500)
         response = problem(status, error.title, kind=error.code, detail=error.detail)
         if status == 503:
             response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        if status == 401:
+            # RFC 6750: name the scheme; say the token was bad when one was sent.
+            challenge = 'Bearer realm="chat-service"'
+            if "Authorization" in request.headers:
+                challenge += ', error="invalid_token"'
+            response.headers["WWW-Authenticate"] = challenge
         return response
 
     @app.errorhandler(RequestSchemaValidationError)

@@ -7,33 +7,42 @@ import uuid
 from quart import Blueprint, Response, request
 from quart_schema import document_response, tag_blueprint
 
+from chat_service.model import Priority, SessionStatus
+from chat_service.routes.auth import authenticated
 from chat_service.routes.bodies import json_body
 from chat_service.routes.responses import json_response
 from chat_service.routes.state import app_state
-from chat_service.services import sessions
+from chat_service.services import cases, sessions
+from chat_service.services.access import Principal
 from chat_service.transport.problems import Problem
-from chat_service.transport.sessions import NewSession, SessionOut
+from chat_service.transport.sessions import NewSession, SessionOut, SessionPatch
 
 blueprint = Blueprint("sessions", __name__)
 tag_blueprint(blueprint, ["sessions"])
 
 
 @blueprint.post("/sessions")
+@authenticated
 @json_body(NewSession, optional=True)
 @document_response(SessionOut, 201)
 @document_response(Problem, 400)
+@document_response(Problem, 401)
+@document_response(Problem, 403)
 @document_response(Problem, 413)
 @document_response(Problem, 415)
 @document_response(Problem, 422)
 @document_response(Problem, 503)
-async def create_session(data: NewSession) -> Response:
+async def create_session(data: NewSession, principal: Principal) -> Response:
     """Open a chat session.
 
     The body is optional. The new session holds one message: the support side's
-    greeting (`sessions.default_message`).
+    greeting (`sessions.default_message`). The answer carries `customer_token`, shown
+    this once: the customer's credential for this session alone.
     """
     state = app_state()
-    view = await sessions.open_session(state.db, greeting=state.settings.sessions.default_message)
+    view = await sessions.open_session(
+        state.db, principal, greeting=state.settings.sessions.default_message
+    )
     location = f"{request.root_path}/sessions/{view.id}"  # as in messages.create_message
     return json_response(
         SessionOut.model_validate(view, from_attributes=True), 201, {"Location": location}
@@ -41,10 +50,13 @@ async def create_session(data: NewSession) -> Response:
 
 
 @blueprint.get("/sessions/<uuid:session_id>")
+@authenticated
 @document_response(SessionOut, 200)
+@document_response(Problem, 401)
+@document_response(Problem, 403)
 @document_response(Problem, 404)
 @document_response(Problem, 503)
-async def session(session_id: uuid.UUID) -> Response:
+async def session(session_id: uuid.UUID, principal: Principal) -> Response:
     """Get a session with its messages.
 
     Messages come oldest first. Beyond `limits.session_inline_messages` (1000 by
@@ -54,7 +66,50 @@ async def session(session_id: uuid.UUID) -> Response:
     state = app_state()
     view = await sessions.get_session(
         state.db,
+        principal,
         session_id=session_id,
+        inline_limit=state.settings.limits.session_inline_messages,
+    )
+    return json_response(SessionOut.model_validate(view, from_attributes=True))
+
+
+@blueprint.patch("/sessions/<uuid:session_id>")
+@authenticated
+@json_body(SessionPatch)
+@document_response(SessionOut, 200)
+@document_response(Problem, 400)
+@document_response(Problem, 401)
+@document_response(Problem, 403)
+@document_response(Problem, 404)
+@document_response(Problem, 409)
+@document_response(Problem, 413)
+@document_response(Problem, 415)
+@document_response(Problem, 422)
+@document_response(Problem, 503)
+async def update_session(
+    session_id: uuid.UUID, data: SessionPatch, principal: Principal
+) -> Response:
+    """Change a case's status, assignee, priority or tags.
+
+    Support side only. Each change is recorded in the session as an `event` message
+    with its own `seq` (status and assignee events are public; priority and tag
+    events internal). An illegal status change, or any change to a closed session,
+    answers 409. The answer is the session as after the change.
+    """
+    state = app_state()
+    given = data.model_fields_set
+    change = cases.CaseChange(
+        status=None if data.status is None else SessionStatus(data.status),
+        assignee_id=data.assignee_id,
+        unassign="assignee_id" in given and data.assignee_id is None,
+        priority=None if data.priority is None else Priority(data.priority),
+        tags=data.tags,
+    )
+    view = await cases.update_case(
+        state.db,
+        principal,
+        session_id=session_id,
+        change=change,
         inline_limit=state.settings.limits.session_inline_messages,
     )
     return json_response(SessionOut.model_validate(view, from_attributes=True))

@@ -1,4 +1,4 @@
-"""What the routes need at hand: settings, database, cursor codec."""
+"""What the routes need at hand: settings, database, cursor codec, JWT verifier."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from quart import Quart, current_app
 from chat_service.config import Settings
 from chat_service.model import Database
 from chat_service.services.cursors import CursorCodec
+from chat_service.services.jwt_tokens import JwtVerifier
 
 EXTENSION_KEY = "chat_service"
 
@@ -20,6 +21,7 @@ class AppState:
     settings: Settings
     db: Database
     cursors: CursorCodec
+    jwt: JwtVerifier
 
 
 def app_state(app: Quart | None = None) -> AppState:

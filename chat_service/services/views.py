@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from chat_service.model import AuthorType
+from chat_service.model import AuthorType, MessageKind, Priority, SessionStatus, Visibility
 
 
 @dataclass(frozen=True, slots=True)
 class MessageView:
-    """One message as stored."""
+    """One message as stored (a tombstone's content is empty)."""
 
     id: uuid.UUID
     session_id: uuid.UUID
@@ -21,12 +21,18 @@ class MessageView:
     author_type: AuthorType
     content: str
     created_at: datetime
+    kind: MessageKind = MessageKind.MESSAGE
+    visibility: Visibility = Visibility.PUBLIC
+    author_id: uuid.UUID | None = None
+    edited_at: datetime | None = None
+    deleted: bool = False
+    event: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, session_id: uuid.UUID, row: Any) -> MessageView:
         """From a row of ``MESSAGE_COLUMNS`` of a session's message."""
-        message_id, seq, author_type, content, created_at = row
-        return cls(message_id, session_id, seq, author_type, content, created_at)
+        message_id, seq, author_type, content, created_at, *rest = row
+        return cls(message_id, session_id, seq, author_type, content, created_at, *rest)
 
     def as_row(self) -> dict[str, Any]:
         """The values of a ``messages`` row, for an INSERT."""
@@ -37,6 +43,12 @@ class MessageView:
             "author_type": self.author_type,
             "content": self.content,
             "created_at": self.created_at,
+            "kind": self.kind,
+            "visibility": self.visibility,
+            "author_id": self.author_id,
+            "edited_at": self.edited_at,
+            "deleted": self.deleted,
+            "event": self.event,
         }
 
 
@@ -48,6 +60,11 @@ class SessionRow:
     created_at: datetime
     updated_at: datetime
     last_seq: int
+    tenant_id: uuid.UUID
+    status: SessionStatus
+    assignee_id: uuid.UUID | None
+    priority: Priority
+    last_activity_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +74,10 @@ class SessionView:
     session: SessionRow
     messages: Sequence[MessageView]
     truncated: bool
+    # None when a customer reads: tags and priority are the support side's triage.
+    tags: Sequence[str] | None = None
+    # Only in the answer that created the session: shown once, stored as a hash.
+    customer_token: str | None = None
 
     # The original contract's fields, read straight off the view by the transport models.
     @property
@@ -73,6 +94,26 @@ class SessionView:
     def updated_at(self) -> datetime:
         """When the session last changed."""
         return self.session.updated_at
+
+    @property
+    def status(self) -> SessionStatus:
+        """Where the case stands."""
+        return self.session.status
+
+    @property
+    def assignee_id(self) -> uuid.UUID | None:
+        """The agent the case is assigned to."""
+        return self.session.assignee_id
+
+    @property
+    def priority(self) -> Priority | None:
+        """How urgent the case is (None for customers)."""
+        return None if self.tags is None else self.session.priority
+
+    @property
+    def last_activity_at(self) -> datetime:
+        """When the last message or event was recorded."""
+        return self.session.last_activity_at
 
 
 @dataclass(frozen=True, slots=True)

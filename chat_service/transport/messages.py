@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 AuthorTypeName = Literal["customer", "service_agent"]
+VisibilityName = Literal["public", "internal"]
 
 
 def _storable_text(value: str) -> str:
@@ -36,7 +37,15 @@ class NewMessage(BaseModel):
         description="The text of the message: not blank, no NUL, at most "
         "`limits.message_chars` characters (10 000 by default).",
     )
-    author_type: AuthorTypeName = Field(description="Who writes the message.")
+    author_type: AuthorTypeName | None = Field(
+        default=None,
+        description="Who writes the message. Taken from the credential: it may only "
+        "repeat it. Required without a credential (when authentication is off).",
+    )
+    visibility: VisibilityName = Field(
+        default="public",
+        description="`internal`: a note for the support side, never shown to customers.",
+    )
 
     @field_validator("content")
     @classmethod
@@ -58,11 +67,33 @@ class MessageOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID = Field(description="The message's id.")
-    seq: int = Field(description="Position in the session: 1, 2, 3, ... without gaps.")
-    author_type: AuthorTypeName = Field(description="Who wrote the message.")
-    content: str = Field(description="The text of the message.")
+    seq: int = Field(
+        description="Position in the session: 1, 2, 3, ... without gaps (customers do "
+        "not see the seqs of internal notes)."
+    )
+    author_type: Literal["customer", "service_agent", "system"] = Field(
+        description="Who wrote the message; `system` for events."
+    )
+    content: str = Field(description="The text of the message (empty once deleted).")
     timestamp: datetime = Field(
         validation_alias="created_at", description="When the message was posted (UTC)."
+    )
+    type: Literal["message", "event"] = Field(
+        validation_alias="kind",
+        description="`message`, or `event`: a change the service recorded (status, "
+        "assignee, priority, tags), described in `event`.",
+    )
+    visibility: VisibilityName = Field(
+        description="`internal` notes are seen by the support side only."
+    )
+    author_id: uuid.UUID | None = Field(
+        description="The agent (or service key) that wrote it; null for customers."
+    )
+    edited_at: datetime | None = Field(description="When the author last edited it (UTC).")
+    deleted: bool = Field(description="True for a deleted message: its content is gone.")
+    event: dict[str, Any] | None = Field(
+        description="For events: `name` (`status_changed`, `assignee_changed`, "
+        "`priority_changed`, `tags_changed`), `from` and `to`."
     )
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from chat_service.transport.messages import MessageOut
 
@@ -35,3 +36,60 @@ class SessionOut(BaseModel):
         description="Present and true when older messages were left out: "
         "page through them with `GET /sessions/{id}/messages`.",
     )
+    status: Literal["open", "pending", "assigned", "resolved", "closed"] = Field(
+        description="Where the case stands."
+    )
+    assignee_id: uuid.UUID | None = Field(description="The agent the case is assigned to.")
+    last_activity_at: datetime = Field(description="When the last message or event came (UTC).")
+    priority: Literal["low", "normal", "high", "urgent"] | None = Field(
+        default=None,
+        exclude_if=lambda priority: priority is None,
+        description="How urgent the case is (support side only).",
+    )
+    tags: list[str] | None = Field(
+        default=None,
+        exclude_if=lambda tags: tags is None,
+        description="Labels for the inbox's filters (support side only).",
+    )
+    customer_token: str | None = Field(
+        default=None,
+        exclude_if=lambda token: token is None,
+        description="Only in the answer that opened the session, shown this once: the "
+        "customer's credential for this session (`Authorization: Bearer ...`).",
+    )
+
+
+Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+
+
+class SessionPatch(BaseModel):
+    """Changes to a support case; fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    status: Literal["open", "pending", "assigned", "resolved", "closed"] | None = Field(
+        default=None,
+        description="The new status. Allowed: open → pending, assigned, resolved, closed; "
+        "pending → assigned, resolved, closed; assigned → pending, resolved, closed; "
+        "resolved → pending, assigned, closed (reopen); closed is final.",
+    )
+    assignee_id: uuid.UUID | None = Field(
+        default=None,
+        description="An active agent of the tenant, or null to unassign. Assigning an open "
+        "or pending case makes it `assigned`; unassigning makes it `pending`.",
+    )
+    priority: Literal["low", "normal", "high", "urgent"] | None = Field(
+        default=None, description="How urgent the case is."
+    )
+    tags: list[Tag] | None = Field(
+        default=None,
+        max_length=20,
+        description="The whole set of tags (replaces the current one): up to 20, each 1-64 "
+        "letters, digits, `_ . : -`.",
+    )
+
+    @field_validator("assignee_id", mode="before")
+    @classmethod
+    def _uuid_text(cls, value: object) -> object:
+        # Strict mode takes UUIDs only as objects; JSON has them as strings.
+        return uuid.UUID(value) if isinstance(value, str) else value

@@ -21,7 +21,15 @@ OPERATION_IDS = {
     ("/sessions/{session_id}", "get"): "get_session",
     ("/sessions/{session_id}/messages", "post"): "post_create_message",
     ("/sessions/{session_id}/messages", "get"): "get_messages_page",
+    ("/sessions/{session_id}", "patch"): "patch_update_session",
     ("/sessions/{session_id}/messages/{message_id}", "get"): "get_message",
+    ("/agents", "post"): "post_create_agent",
+    ("/agents", "get"): "get_agents",
+    ("/agents/{agent_id}", "get"): "get_agent",
+    ("/agents/{agent_id}", "patch"): "patch_update_agent",
+    ("/api-keys", "post"): "post_create_api_key",
+    ("/api-keys", "get"): "get_api_keys",
+    ("/api-keys/{key_id}", "delete"): "delete_revoke_api_key",
 }
 
 

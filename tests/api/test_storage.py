@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from chat_service.model import Database
+from chat_service.model import DEFAULT_TENANT_ID, Database
 from tests.factories import create_session, send_message
 
 if TYPE_CHECKING:
@@ -34,14 +34,22 @@ async def add_rows(
     """A session, then one (or the same seq twice) message for it or for an unknown one."""
     session_id = uuid.uuid4()
     add_session = (
-        "INSERT INTO chat_sessions (id, created_at, updated_at, last_seq) "
-        "VALUES (:id, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, :last_seq)"
+        "INSERT INTO chat_sessions (id, created_at, updated_at, last_seq, tenant_id, status,"
+        " priority, last_activity_at) VALUES (:id, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP,"
+        " :last_seq, :tenant_id, 'open', 'normal', CURRENT_TIMESTAMP)"
     )
     add_message = (
-        "INSERT INTO messages (id, session_id, seq, author_type, content, created_at) "
-        "VALUES (:id, :session_id, 1, :author_type, 'hi', CURRENT_TIMESTAMP)"
+        "INSERT INTO messages (id, session_id, seq, author_type, content, created_at, kind,"
+        " visibility, deleted) VALUES (:id, :session_id, 1, :author_type, 'hi',"
+        " CURRENT_TIMESTAMP, 'message', 'public', false)"
     )
-    await insert(db, add_session, id=ident(db, session_id), last_seq=last_seq)
+    await insert(
+        db,
+        add_session,
+        id=ident(db, session_id),
+        last_seq=last_seq,
+        tenant_id=ident(db, DEFAULT_TENANT_ID),
+    )
     target = ident(db, uuid.uuid4() if foreign else session_id)
     for _ in range(2 if seq_twice else 1):
         await insert(

@@ -1,0 +1,58 @@
+"""Authentication: the ``Authorization: Bearer`` credential into a ``Principal``.
+
+One header carries every kind of credential: a customer token (``cst_...``), an API
+key (``csk_...``) or an identity provider's JWT. Without one, the caller is the local
+principal while ``auth.required`` is false, and gets 401 otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from quart import request
+
+from chat_service.errors import Unauthenticated
+from chat_service.routes.state import app_state
+from chat_service.services import credentials
+from chat_service.services.access import Principal, local_principal
+from chat_service.services.jwt_tokens import looks_like_jwt
+
+SECURITY_SCHEME = "bearer"
+AUTHENTICATED_ATTRIBUTE = "_chat_service_authenticated"
+Handler = Callable[..., Awaitable[Any]]
+
+
+def authenticated(handler: Handler) -> Handler:
+    """Resolve the caller and pass it to the handler as ``principal``."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return await handler(*args, principal=await current_principal(), **kwargs)
+
+    setattr(wrapper, AUTHENTICATED_ATTRIBUTE, True)
+    return wrapper
+
+
+async def current_principal() -> Principal:
+    """The caller of the current request.
+
+    Raises:
+        Unauthenticated: no credential where one is required, or a credential that
+            is malformed, unknown, revoked or expired.
+    """
+    state = app_state()
+    header = request.headers.get("Authorization")
+    if header is None:
+        if state.settings.auth.required:
+            raise Unauthenticated("this request needs a credential: Authorization: Bearer ...")
+        return local_principal()
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("send the credential as Authorization: Bearer <token>")
+    if state.jwt.enabled and looks_like_jwt(token):
+        identity = await state.jwt.verify(token)
+        return await credentials.from_jwt(state.db, identity)
+    return await credentials.from_bearer(state.db, token)

@@ -1,0 +1,238 @@
+"""Sessions as support cases: status, assignee, priority and tags.
+
+Every change is recorded in the session's history as an ``event`` message with its
+own ``seq``, in the same transaction as the change. Status and assignee events are
+public (the customer sees their case move); priority and tag events are internal.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, delete, insert, select, update
+
+from chat_service.errors import Conflict, InvalidField, NotFound
+from chat_service.model import (
+    Agent,
+    AuthorType,
+    Database,
+    MessageKind,
+    Priority,
+    SessionStatus,
+    Visibility,
+)
+from chat_service.model.base import new_id, utc_now
+from chat_service.services.access import Principal, Scope
+from chat_service.services.messages import status_event
+from chat_service.services.sessions import (
+    MESSAGES,
+    SESSIONS,
+    TAGS,
+    find_session,
+    recent_messages,
+)
+from chat_service.services.views import MessageView, SessionRow, SessionView
+
+AGENTS = cast(Table, Agent.__table__)
+
+# Where a case may go from each status; staying put is no change at all. A resolved
+# case may be reopened (to pending or assigned); a closed one is final.
+TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
+    SessionStatus.OPEN: frozenset(
+        {
+            SessionStatus.PENDING,
+            SessionStatus.ASSIGNED,
+            SessionStatus.RESOLVED,
+            SessionStatus.CLOSED,
+        }
+    ),
+    SessionStatus.PENDING: frozenset(
+        {SessionStatus.ASSIGNED, SessionStatus.RESOLVED, SessionStatus.CLOSED}
+    ),
+    SessionStatus.ASSIGNED: frozenset(
+        {SessionStatus.PENDING, SessionStatus.RESOLVED, SessionStatus.CLOSED}
+    ),
+    SessionStatus.RESOLVED: frozenset(
+        {SessionStatus.PENDING, SessionStatus.ASSIGNED, SessionStatus.CLOSED}
+    ),
+    SessionStatus.CLOSED: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CaseChange:
+    """What a ``PATCH`` asks for; ``None`` fields are left as they are.
+
+    ``unassign`` removes the assignee.
+    """
+
+    status: SessionStatus | None = None
+    assignee_id: uuid.UUID | None = None
+    unassign: bool = False
+    priority: Priority | None = None
+    tags: Sequence[str] | None = None
+
+
+async def update_case(
+    db: Database,
+    principal: Principal,
+    *,
+    session_id: uuid.UUID,
+    change: CaseChange,
+    inline_limit: int,
+) -> SessionView:
+    """Apply ``change`` to a session and record each change as an event.
+
+    Assigning an open or pending case makes it ``assigned``; unassigning an assigned
+    one makes it ``pending``.
+
+    Raises:
+        Forbidden: customers cannot manage cases; the credential needs
+            ``sessions:write``.
+        NotFound: no such session in the caller's tenant.
+        InvalidField: the assignee is not an active agent of the tenant.
+        Conflict: the session is closed, or the status change is not allowed.
+        Unavailable: the database cannot be used right now.
+    """
+    principal.require_staff(Scope.SESSIONS_WRITE)
+
+    def write(connection: Connection) -> SessionView | None:
+        session = find_session(connection, principal, session_id, for_update=True)
+        if session is None:
+            return None
+        if change.assignee_id is not None and not _is_active_agent(
+            connection, principal.tenant_id, change.assignee_id
+        ):
+            raise InvalidField("not an active agent of this tenant", pointer="#/assignee_id")
+        events = _plan(connection, session, change)
+        if not events:
+            return recent_messages(
+                connection, session, limit=inline_limit, up_to=session.last_seq, customer=False
+            )
+        now = utc_now()
+        values: dict[str, Any] = {
+            "last_seq": session.last_seq + len(events),
+            "updated_at": now,
+            "last_activity_at": now,
+        }
+        rows = []
+        for offset, (name, old, new, public) in enumerate(events, start=1):
+            seq = session.last_seq + offset
+            if name == "status_changed":
+                values["status"] = new
+                message = status_event(session.id, seq, old, new, now, author_id=principal.id)
+            else:
+                values[_COLUMN.get(name, "")] = new
+                message = _event(session.id, seq, name, old, new, now, principal, public=public)
+            rows.append(message.as_row())
+        values.pop("", None)
+        connection.execute(update(SESSIONS).where(SESSIONS.c.id == session.id).values(values))
+        if change.tags is not None:
+            connection.execute(delete(TAGS).where(TAGS.c.session_id == session.id))
+            if change.tags:
+                connection.execute(
+                    insert(TAGS), [{"session_id": session.id, "tag": tag} for tag in change.tags]
+                )
+        connection.execute(insert(MESSAGES), rows)
+        updated = find_session(connection, principal, session_id)
+        assert updated is not None  # noqa: S101 - written just above, in this transaction
+        return recent_messages(
+            connection, updated, limit=inline_limit, up_to=updated.last_seq, customer=False
+        )
+
+    view = await db.run(write, write=True)
+    if view is None:
+        raise NotFound(f"session {session_id} does not exist")
+    return view
+
+
+_COLUMN = {"assignee_changed": "assignee_id", "priority_changed": "priority"}
+
+
+def _plan(
+    connection: Connection, session: SessionRow, change: CaseChange
+) -> list[tuple[str, Any, Any, bool]]:
+    """The events of ``change``: (name, old, new, public), in the order they apply."""
+    if session.status is SessionStatus.CLOSED:
+        raise Conflict("a closed session cannot change")
+    events: list[tuple[str, Any, Any, bool]] = []
+    assignee = session.assignee_id
+    if change.unassign:
+        assignee = None
+    elif change.assignee_id is not None:
+        assignee = change.assignee_id
+    if assignee != session.assignee_id:
+        events.append(("assignee_changed", session.assignee_id, assignee, True))
+    status = change.status
+    if status is None:
+        if assignee is not None and session.assignee_id is None:
+            if session.status in (SessionStatus.OPEN, SessionStatus.PENDING):
+                status = SessionStatus.ASSIGNED
+        elif assignee is None and session.status is SessionStatus.ASSIGNED:
+            status = SessionStatus.PENDING
+    if status is not None and status is not session.status:
+        if status not in TRANSITIONS[session.status]:
+            raise Conflict(f"a session cannot go from {session.status} to {status}")
+        if status is SessionStatus.ASSIGNED and assignee is None:
+            raise Conflict("an assigned session needs an assignee")
+        events.append(("status_changed", session.status, status, True))
+    if change.priority is not None and change.priority is not session.priority:
+        events.append(("priority_changed", session.priority, change.priority, False))
+    if change.tags is not None:
+        current = sorted(
+            connection.scalars(select(TAGS.c.tag).where(TAGS.c.session_id == session.id))
+        )
+        wanted = sorted(set(change.tags))
+        if wanted != current:
+            events.append(("tags_changed", current, wanted, False))
+    return events
+
+
+def _is_active_agent(connection: Connection, tenant_id: uuid.UUID, agent_id: uuid.UUID) -> bool:
+    return bool(
+        connection.scalar(
+            select(AGENTS.c.active).where(AGENTS.c.id == agent_id, AGENTS.c.tenant_id == tenant_id)
+        )
+    )
+
+
+def _event(
+    session_id: uuid.UUID,
+    seq: int,
+    name: str,
+    old: Any,
+    new: Any,
+    now: Any,
+    principal: Principal,
+    *,
+    public: bool,
+) -> MessageView:
+    def plain(value: Any) -> Any:
+        if isinstance(value, uuid.UUID):
+            return str(value)
+        return value.value if isinstance(value, Priority) else value
+
+    label = name.removesuffix("_changed").replace("_", " ")
+    return MessageView(
+        new_id(),
+        session_id,
+        seq,
+        AuthorType.SYSTEM,
+        f"{label.capitalize()} changed from {_show(plain(old))} to {_show(plain(new))}.",
+        now,
+        kind=MessageKind.EVENT,
+        visibility=Visibility.PUBLIC if public else Visibility.INTERNAL,
+        author_id=principal.id,
+        event={"name": name, "from": plain(old), "to": plain(new)},
+    )
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "nobody"
+    if isinstance(value, list):
+        return ", ".join(value) or "no tags"
+    return str(value)
