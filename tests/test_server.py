@@ -281,7 +281,7 @@ def test_two_workers_serve_and_stop_together(migrated_database: str, tmp_path: P
 def test_show_config_masks_secrets_and_applies_the_environment() -> None:
     env = service_env(
         DATABASE_URL="postgresql+asyncpg://user:supersecretpw@127.0.0.1/x",
-        SECURITY_CURSOR_SECRET="anothersecret",  # noqa: S106 (a test value)
+        SECURITY_CURSOR_SECRET="anothersecret",
         HTTP_WORKERS="3",
         HTTP_BIND="127.0.0.1:9999",
     )
@@ -290,7 +290,7 @@ def test_show_config_masks_secrets_and_applies_the_environment() -> None:
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert shown["database"]["url"] == "***"
-    assert shown["security"]["cursor_secret"] == "***"  # noqa: S105
+    assert shown["security"]["cursor_secret"] == "***"
     assert shown["http"]["workers"] == 3
     assert shown["http"]["bind"] == "127.0.0.1:9999"
     assert shown["limits"]["message_chars"] == 10_000  # from config/config.toml

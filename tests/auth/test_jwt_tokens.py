@@ -20,7 +20,7 @@ from chat_service.errors import Unauthenticated
 from chat_service.services.jwt_tokens import JwtIdentity, JwtVerifier, looks_like_jwt
 from tests.jwks_server import JwksServer
 
-SECRET = "test-hs256-secret-that-is-long-enough-0123456789"  # noqa: S105 (a test key)
+SECRET = "test-hs256-secret-that-is-long-enough-0123456789"
 ISSUER = "https://idp.example.com/"
 AUDIENCE = "chat-service"
 
