@@ -18,6 +18,8 @@ from quart_schema import (
 from quart_schema.validation import QuerystringValidationError
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
+from chat_service.config import LimitSettings
+from chat_service.routes.problems import InvalidInput
 from chat_service.routes.state import app_state
 
 M = TypeVar("M", bound=BaseModel)
@@ -82,6 +84,19 @@ def query_args(model: type[M]) -> Callable[[Handler], Handler]:
         return document_querystring(model)(wrapper)
 
     return decorator
+
+
+def page_limit(requested: int | None, limits: LimitSettings) -> int:
+    """The page size a list answers with: the default, or ``requested`` if allowed.
+
+    Raises:
+        InvalidInput: ``requested`` is outside 1 to ``limits.page_size_max``.
+    """
+    limit = limits.page_size_default if requested is None else requested
+    if not 1 <= limit <= limits.page_size_max:
+        detail = f"must be between 1 and {limits.page_size_max}"
+        raise InvalidInput([{"detail": detail, "parameter": "limit"}])
+    return limit
 
 
 def _unparsable(error: ValidationError) -> bool:

@@ -9,7 +9,7 @@ from quart_schema import document_headers, document_response, tag_blueprint
 
 from chat_service.model import AuthorType, Visibility
 from chat_service.routes.auth import authenticated
-from chat_service.routes.bodies import json_body, query_args
+from chat_service.routes.bodies import json_body, page_limit, query_args
 from chat_service.routes.openapi import alternative_response
 from chat_service.routes.preferences import prefers_minimal
 from chat_service.routes.problems import InvalidInput
@@ -18,6 +18,7 @@ from chat_service.routes.state import app_state
 from chat_service.services import messages
 from chat_service.services.access import Principal
 from chat_service.transport.messages import (
+    MessageEdit,
     MessageOut,
     MessagePageOut,
     MessagePageQuery,
@@ -106,11 +107,7 @@ async def messages_page(
     not given); `after` is the `next_cursor` of the previous page.
     """
     state = app_state()
-    limits = state.settings.limits
-    limit = limits.page_size_default if query_args.limit is None else query_args.limit
-    if not 1 <= limit <= limits.page_size_max:
-        detail = f"must be between 1 and {limits.page_size_max}"
-        raise InvalidInput([{"detail": detail, "parameter": "limit"}])
+    limit = page_limit(query_args.limit, state.settings.limits)
     page = await messages.list_messages(
         state.db,
         state.cursors,
@@ -135,3 +132,57 @@ async def message(session_id: uuid.UUID, message_id: uuid.UUID, principal: Princ
         app_state().db, principal, session_id=session_id, message_id=message_id
     )
     return json_response(MessageOut.model_validate(message, from_attributes=True))
+
+
+@blueprint.patch("/sessions/<uuid:session_id>/messages/<uuid:message_id>")
+@authenticated
+@json_body(MessageEdit)
+@document_response(MessageOut, 200)
+@document_response(Problem, 400)
+@document_response(Problem, 401)
+@document_response(Problem, 403)
+@document_response(Problem, 404)
+@document_response(Problem, 409)
+@document_response(Problem, 413)
+@document_response(Problem, 415)
+@document_response(Problem, 422)
+@document_response(Problem, 503)
+async def edit_message(
+    session_id: uuid.UUID, message_id: uuid.UUID, data: MessageEdit, principal: Principal
+) -> Response:
+    """Edit the text of a message.
+
+    Only its author, within `sessions.edit_window_seconds` of posting (15 minutes
+    by default); `edited_at` records when. Events, deleted messages and closed
+    sessions answer 409 or 403.
+    """
+    state = app_state()
+    edited = await messages.edit_message(
+        state.db,
+        principal,
+        session_id=session_id,
+        message_id=message_id,
+        content=data.content,
+        window_seconds=state.settings.sessions.edit_window_seconds,
+    )
+    return json_response(MessageOut.model_validate(edited, from_attributes=True))
+
+
+@blueprint.delete("/sessions/<uuid:session_id>/messages/<uuid:message_id>")
+@authenticated
+@document_response(Problem, 401)
+@document_response(Problem, 403)
+@document_response(Problem, 404)
+@document_response(Problem, 503)
+async def delete_message(
+    session_id: uuid.UUID, message_id: uuid.UUID, principal: Principal
+) -> Response:
+    """Delete a message, leaving a tombstone.
+
+    Its author or an admin. The content is removed from the database; the message
+    keeps its `seq` with `deleted: true`. Answers 204, again if already deleted.
+    """
+    await messages.delete_message(
+        app_state().db, principal, session_id=session_id, message_id=message_id
+    )
+    return Response(status=204)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 from quart import Blueprint, Response, request
@@ -9,13 +10,22 @@ from quart_schema import document_response, tag_blueprint
 
 from chat_service.model import Priority, SessionStatus
 from chat_service.routes.auth import authenticated
-from chat_service.routes.bodies import json_body
+from chat_service.routes.bodies import json_body, page_limit, query_args
+from chat_service.routes.problems import InvalidInput
 from chat_service.routes.responses import json_response
 from chat_service.routes.state import app_state
 from chat_service.services import cases, sessions
+from chat_service.services import inbox as inbox_service
 from chat_service.services.access import Principal
 from chat_service.transport.problems import Problem
-from chat_service.transport.sessions import NewSession, SessionOut, SessionPatch
+from chat_service.transport.sessions import (
+    InboxPageOut,
+    InboxQuery,
+    NewSession,
+    ReadMarker,
+    SessionOut,
+    SessionPatch,
+)
 
 blueprint = Blueprint("sessions", __name__)
 tag_blueprint(blueprint, ["sessions"])
@@ -113,3 +123,73 @@ async def update_session(
         inline_limit=state.settings.limits.session_inline_messages,
     )
     return json_response(SessionOut.model_validate(view, from_attributes=True))
+
+
+@blueprint.get("/sessions")
+@authenticated
+@query_args(InboxQuery)
+@document_response(InboxPageOut, 200)
+@document_response(Problem, 400)
+@document_response(Problem, 401)
+@document_response(Problem, 403)
+@document_response(Problem, 422)
+@document_response(Problem, 503)
+async def inbox(query_args: InboxQuery, principal: Principal) -> Response:
+    """List the tenant's sessions: the agents' inbox.
+
+    Support side only. Most recent activity first, filtered by `status`, `assignee`,
+    `priority`, `tag` and `q` (text in the messages), with the caller's unread count
+    per session. Cursor-paginated like messages.
+    """
+    state = app_state()
+    query = query_args
+    limit = page_limit(query.limit, state.settings.limits)
+    assignee_id = None
+    if query.assignee == "me":
+        assignee_id = principal.id
+    elif query.assignee not in (None, "none"):
+        try:
+            assignee_id = uuid.UUID(query.assignee)
+        except ValueError:
+            raise InvalidInput([{"detail": "not an agent id", "parameter": "assignee"}]) from None
+    filters = inbox_service.InboxFilter(
+        statuses=None
+        if query.status is None
+        else frozenset(SessionStatus(name) for name in query.status.split(",")),
+        assignee_id=assignee_id,
+        unassigned=query.assignee == "none" or (query.assignee == "me" and principal.id is None),
+        priority=None if query.priority is None else Priority(query.priority),
+        tag=query.tag,
+        q=query.q,
+    )
+    page = await inbox_service.list_inbox(
+        state.db, state.cursors, principal, filters=filters, limit=limit, after=query.after
+    )
+    items = [
+        {**dataclasses.asdict(item.session), "tags": item.tags, "unread_count": item.unread_count}
+        for item in page.items
+    ]
+    return json_response(
+        InboxPageOut.model_validate({"items": items, "next_cursor": page.next_cursor})
+    )
+
+
+@blueprint.post("/sessions/<uuid:session_id>/read")
+@authenticated
+@json_body(ReadMarker)
+@document_response(Problem, 400)
+@document_response(Problem, 401)
+@document_response(Problem, 403)
+@document_response(Problem, 404)
+@document_response(Problem, 413)
+@document_response(Problem, 415)
+@document_response(Problem, 422)
+@document_response(Problem, 503)
+async def mark_read(session_id: uuid.UUID, data: ReadMarker, principal: Principal) -> Response:
+    """Record how far the caller has read a session.
+
+    Support side only: sets the caller's last read `seq`, which the inbox's unread
+    counts start from. It never moves back. Answers 204.
+    """
+    await inbox_service.mark_read(app_state().db, principal, session_id=session_id, seq=data.seq)
+    return Response(status=204)

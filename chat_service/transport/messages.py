@@ -14,7 +14,8 @@ AuthorTypeName = Literal["customer", "service_agent"]
 VisibilityName = Literal["public", "internal"]
 
 
-def _storable_text(value: str) -> str:
+def storable_text(value: str) -> str:
+    """``value`` if a database can store it and it is not blank; else ValueError."""
     # PostgreSQL cannot store NUL, and a lone surrogate cannot be encoded as UTF-8.
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
@@ -27,12 +28,24 @@ def _storable_text(value: str) -> str:
     return value
 
 
+def within_limit(value: str, info: ValidationInfo) -> str:
+    """Refuse text longer than ``limits.message_chars`` (given in the validation context)."""
+    limit = (info.context or {}).get("message_chars")
+    if limit is not None and len(value) > limit:
+        raise PydanticCustomError(
+            "string_too_long",
+            "String should have at most {max_length} characters",
+            {"max_length": limit},
+        )
+    return value
+
+
 class NewMessage(BaseModel):
     """A message to post to a session."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    content: Annotated[str, AfterValidator(_storable_text)] = Field(
+    content: Annotated[str, AfterValidator(storable_text)] = Field(
         min_length=1,
         description="The text of the message: not blank, no NUL, at most "
         "`limits.message_chars` characters (10 000 by default).",
@@ -47,18 +60,19 @@ class NewMessage(BaseModel):
         description="`internal`: a note for the support side, never shown to customers.",
     )
 
-    @field_validator("content")
-    @classmethod
-    def _within_limit(cls, value: str, info: ValidationInfo) -> str:
-        # The limit is configuration, so it comes in the validation context.
-        limit = (info.context or {}).get("message_chars")
-        if limit is not None and len(value) > limit:
-            raise PydanticCustomError(
-                "string_too_long",
-                "String should have at most {max_length} characters",
-                {"max_length": limit},
-            )
-        return value
+    _within_limit = field_validator("content")(within_limit)
+
+
+class MessageEdit(BaseModel):
+    """The new text of a message."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    content: Annotated[str, AfterValidator(storable_text)] = Field(
+        min_length=1, description="The new text, under the same rules as a new message."
+    )
+
+    _within_limit = field_validator("content")(within_limit)
 
 
 class MessageOut(BaseModel):
@@ -121,10 +135,17 @@ class MessagePageQuery(BaseModel):
     @field_validator("limit", mode="before")
     @classmethod
     def _digits_only(cls, value: object) -> object:
-        # Python's int() would take "5_0", "+5", " 3" and "2.0" would pass lax mode.
-        if isinstance(value, str) and not re.fullmatch(r"[0-9]{1,9}", value):
-            raise PydanticCustomError("int_parsing", "Input should be a whole number")
-        return value
+        return whole_number(value)
+
+
+def whole_number(value: object) -> object:
+    """Refuse query text that is not plain digits before pydantic reads it as an int.
+
+    Python's int() would take "5_0", "+5", " 3"; "2.0" would pass lax mode.
+    """
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{1,9}", value):
+        raise PydanticCustomError("int_parsing", "Input should be a whole number")
+    return value
 
 
 class PreferHeader(BaseModel):

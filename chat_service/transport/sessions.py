@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from chat_service.transport.messages import MessageOut
+from chat_service.transport.messages import MessageOut, storable_text, whole_number
 
 
 class NewSession(BaseModel):
@@ -93,3 +93,83 @@ class SessionPatch(BaseModel):
     def _uuid_text(cls, value: object) -> object:
         # Strict mode takes UUIDs only as objects; JSON has them as strings.
         return uuid.UUID(value) if isinstance(value, str) else value
+
+
+class InboxQuery(BaseModel):
+    """Filters and paging of the agents' inbox."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: str | None = Field(
+        default=None,
+        pattern=r"^(open|pending|assigned|resolved|closed)(,(open|pending|assigned|resolved|closed))*$",
+        description="One status or several, comma-separated (`open,pending`).",
+    )
+    assignee: str | None = Field(
+        default=None,
+        pattern=r"^(me|none|[0-9a-fA-F-]{32,36})$",
+        description="An agent's id, `me` (the caller) or `none` (unassigned).",
+    )
+    priority: Literal["low", "normal", "high", "urgent"] | None = Field(
+        default=None, description="Only cases of this priority."
+    )
+    tag: Tag | None = Field(default=None, description="Only cases with this tag.")
+    q: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Text to look for in the cases' messages (case-insensitive).",
+    )
+    limit: int | None = Field(default=None, description="Sessions per page.")
+    after: str | None = Field(
+        default=None, max_length=256, description="`next_cursor` of the previous page."
+    )
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _digits_only(cls, value: object) -> object:
+        return whole_number(value)
+
+    @field_validator("q")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        return None if value is None else storable_text(value)
+
+
+class InboxItemOut(BaseModel):
+    """A session in the inbox (without its messages)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID = Field(description="The session's id.")
+    created_at: datetime = Field(description="When the session was opened (UTC).")
+    updated_at: datetime = Field(description="When the session last changed (UTC).")
+    last_activity_at: datetime = Field(description="When the last message or event came (UTC).")
+    status: Literal["open", "pending", "assigned", "resolved", "closed"] = Field(
+        description="Where the case stands."
+    )
+    assignee_id: uuid.UUID | None = Field(description="The agent the case is assigned to.")
+    priority: Literal["low", "normal", "high", "urgent"] = Field(description="How urgent.")
+    tags: list[str] = Field(description="The case's tags.")
+    last_seq: int = Field(description="The `seq` of the newest message or event.")
+    unread_count: int = Field(
+        description="Messages from the customer or other agents after the caller's last "
+        "read `seq` (see `POST /sessions/{id}/read`)."
+    )
+
+
+class InboxPageOut(BaseModel):
+    """A page of the inbox, most recent activity first."""
+
+    items: list[InboxItemOut] = Field(description="The sessions of this page.")
+    next_cursor: str | None = Field(
+        description="Pass as `after` for the next page; null when this is the last page."
+    )
+
+
+class ReadMarker(BaseModel):
+    """How far the caller has read a session."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    seq: int = Field(ge=0, description="The `seq` of the last message the caller has seen.")

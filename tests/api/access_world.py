@@ -61,8 +61,8 @@ class World:
     own_session: str = ""
     other_session: str = ""
     foreign_session: str = ""
-    own_message: str = ""
-    foreign_message: str = ""
+    own_message: str = ""  # the customer's message in own_session
+    foreign_message: str = ""  # the foreign agent's message in foreign_session
     own_agent: str = ""
     foreign_agent: str = ""
     own_key: str = ""
@@ -98,29 +98,34 @@ async def build_world(app: Quart, client: TestClientProtocol) -> World:
     world.own_key, _ = await service_key(acme.id, Scope.SESSIONS_READ)
     world.foreign_key, _ = await service_key(globex.id, Scope.SESSIONS_READ)
 
-    async def open_session(key: str, *posts: tuple[str, dict[str, Any]]) -> tuple[str, str]:
+    async def open_session(key: str, *posts: tuple[str, dict[str, Any]]) -> list[str]:
+        """A session opened with ``key``; its customer token and the posted messages' ids."""
         response = await client.post("/sessions", headers=bearer(key))
         assert response.status_code == 201, await response.get_data(as_text=True)
         body = await response.get_json()
+        result = [body["id"], body["customer_token"]]
         for token_kind, post in posts:
             token = body["customer_token"] if token_kind == "customer" else key
             answer = await client.post(
-                f"/sessions/{body['id']}/messages", json=post, headers=bearer(token)
+                f"/sessions/{body['id']}/messages",
+                json=post,
+                headers={**bearer(token), "Prefer": "return=minimal"},
             )
             assert answer.status_code == 201, await answer.get_data(as_text=True)
-        return body["id"], body["customer_token"]
+            result.append((await answer.get_json())["id"])
+        return result
 
-    world.own_session, customer = await open_session(
+    world.own_session, customer, world.own_message, _ = await open_session(
         service_full,
         ("customer", {"content": SECRET_A}),
         ("agent", {"content": INTERNAL_A, "visibility": "internal"}),
     )
-    world.other_session, other_customer = await open_session(
+    world.other_session, other_customer, _ = await open_session(
         service_full, ("customer", {"content": SECRET_OTHER_CUSTOMER})
     )
-    world.foreign_session, _ = await open_session(agent_b, ("agent", {"content": SECRET_B}))
-    world.own_message = await first_message_id(client, world.own_session, agent_a)
-    world.foreign_message = await first_message_id(client, world.foreign_session, agent_b)
+    world.foreign_session, _, world.foreign_message = await open_session(
+        agent_b, ("agent", {"content": SECRET_B})
+    )
 
     expired = agent_jwt("acme", "sso-expired", exp=int(time.time()) - 3600)
     world.headers = {
@@ -141,9 +146,3 @@ async def build_world(app: Quart, client: TestClientProtocol) -> World:
         ),
     }
     return world
-
-
-async def first_message_id(client: TestClientProtocol, session: str, token: str) -> str:
-    response = await client.get(f"/sessions/{session}/messages?limit=1", headers=bearer(token))
-    assert response.status_code == 200
-    return str((await response.get_json())["items"][0]["id"])

@@ -111,6 +111,52 @@ _NOT_ADMIN = dict.fromkeys(
     ),
     403,
 )
+INBOX = policy(
+    customer=403,
+    other_customer=403,
+    agent=200,
+    agent_jwt=200,
+    admin=200,
+    foreign_agent=200,
+    service_full=200,
+    service_read_only=200,
+    service_write_only=403,
+)
+MARK_READ = policy(
+    customer=403,
+    other_customer=403,
+    agent=(204, 404),
+    agent_jwt=(204, 404),
+    admin=(204, 404),
+    foreign_agent=(404, 204),
+    service_full=(204, 404),
+    service_read_only=(204, 404),
+    service_write_only=403,
+)
+# Own: the customer's message; foreign: the foreign agent's. Only authors edit.
+EDIT_MESSAGE = policy(
+    customer=(200, 404),
+    other_customer=404,
+    agent=(403, 404),
+    agent_jwt=(403, 404),
+    admin=(403, 404),
+    foreign_agent=(404, 200),
+    service_full=(403, 404),
+    service_read_only=403,
+    service_write_only=(403, 404),
+)
+# Authors and admins delete.
+DELETE_MESSAGE = policy(
+    customer=(204, 404),
+    other_customer=404,
+    agent=(403, 404),
+    agent_jwt=(403, 404),
+    admin=(204, 404),
+    foreign_agent=(404, 204),
+    service_full=(403, 404),
+    service_read_only=403,
+    service_write_only=(403, 404),
+)
 ADMIN_CREATE = policy(admin=201, **_NOT_ADMIN)
 ADMIN_LIST = policy(admin=200, **_NOT_ADMIN)
 ADMIN_OBJECT = policy(admin=(200, 404), **_NOT_ADMIN)
@@ -165,6 +211,19 @@ MATRIX: dict[tuple[str, str], tuple[Request, dict[str, tuple[int, int]]]] = {
     ("/docs", "GET"): (fixed("/docs"), PUBLIC),
     ("/redocs", "GET"): (fixed("/redocs"), PUBLIC),
     ("/sessions", "POST"): (fixed("/sessions"), OPEN_SESSION),
+    ("/sessions", "GET"): (fixed("/sessions"), INBOX),
+    ("/sessions/<uuid:session_id>/read", "POST"): (
+        with_body(session_path("/read"), {"seq": 1}),
+        MARK_READ,
+    ),
+    ("/sessions/<uuid:session_id>/messages/<uuid:message_id>", "PATCH"): (
+        with_body(message_path, {"content": "edited"}),
+        EDIT_MESSAGE,
+    ),
+    ("/sessions/<uuid:session_id>/messages/<uuid:message_id>", "DELETE"): (
+        message_path,
+        DELETE_MESSAGE,
+    ),
     ("/sessions/<uuid:session_id>", "GET"): (session_path(), READ),
     ("/sessions/<uuid:session_id>", "PATCH"): (
         with_body(session_path(), {"priority": "high"}),
@@ -188,12 +247,19 @@ MATRIX: dict[tuple[str, str], tuple[Request, dict[str, tuple[int, int]]]] = {
     ("/api-keys/<uuid:key_id>", "DELETE"): (key_path, ADMIN_DELETE),
 }
 
-# What each reader must never find in a body.
-FORBIDDEN_TEXT = {
-    "customer": (SECRET_B, SECRET_OTHER_CUSTOMER, INTERNAL_A),
-    "other_customer": (SECRET_B, SECRET_A, INTERNAL_A),
-    "foreign_agent": (SECRET_A, SECRET_OTHER_CUSTOMER, INTERNAL_A),
-}
+
+def forbidden_text(world: World, principal: str, path: str) -> list[str]:
+    """What ``principal`` must never find in a body (ids it sent in the path aside)."""
+    if principal == "foreign_agent":
+        markers = [SECRET_A, SECRET_OTHER_CUSTOMER, INTERNAL_A]
+        markers += [world.own_session, world.other_session, world.own_message, world.own_agent]
+    else:
+        markers = [SECRET_B, world.foreign_session, world.foreign_message, world.foreign_agent]
+        if principal == "customer":
+            markers += [SECRET_OTHER_CUSTOMER, INTERNAL_A, world.other_session]
+        if principal == "other_customer":
+            markers += [SECRET_A, INTERNAL_A, world.own_session, world.own_message]
+    return [marker for marker in markers if marker not in path]
 
 
 @pytest.fixture
@@ -234,7 +300,7 @@ async def test_access_matrix(
                     f"{principal} {'own' if own else 'foreign'}: "
                     f"{response.status_code}, expected {want}: {text[:200]}"
                 )
-            leaked = [marker for marker in FORBIDDEN_TEXT.get(principal, ()) if marker in text]
+            leaked = [marker for marker in forbidden_text(world, principal, path) if marker in text]
             if leaked:
                 failures.append(f"{principal} {'own' if own else 'foreign'}: body has {leaked}")
             if response.status_code == 401:

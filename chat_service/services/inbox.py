@@ -1,0 +1,222 @@
+"""The agents' inbox: the tenant's sessions by last activity, and read positions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from chat_service.errors import InvalidField, NotFound
+from chat_service.model import (
+    AuthorType,
+    Database,
+    MessageKind,
+    Priority,
+    SessionRead,
+    SessionStatus,
+    cancel_safe,
+)
+from chat_service.services.access import Principal, Scope
+from chat_service.services.cursors import CursorCodec
+from chat_service.services.sessions import (
+    MESSAGES,
+    SESSION_COLUMNS,
+    SESSIONS,
+    TAGS,
+    find_session,
+)
+from chat_service.services.views import SessionRow
+
+READS = cast(Table, SessionRead.__table__)
+INBOX_CURSOR = "inbox"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxFilter:
+    """Which sessions the inbox lists; ``None`` fields do not filter."""
+
+    statuses: frozenset[SessionStatus] | None = None
+    assignee_id: uuid.UUID | None = None
+    unassigned: bool = False
+    priority: Priority | None = None
+    tag: str | None = None
+    q: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """A session as the inbox shows it."""
+
+    session: SessionRow
+    tags: Sequence[str]
+    unread_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class InboxPage:
+    """One page of the inbox and the cursor to the next one, if any."""
+
+    items: Sequence[InboxItem]
+    next_cursor: str | None
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def unread_count(reader: uuid.UUID) -> Any:
+    """Messages after the reader's last read ``seq`` from the customer or other agents.
+
+    Events, tombstones, the automatic greeting (no author id) and the reader's own
+    messages do not count.
+    """
+    last_read = (
+        select(READS.c.last_read_seq)
+        .where(READS.c.session_id == SESSIONS.c.id, READS.c.reader_id == reader)
+        .scalar_subquery()
+    )
+    return (
+        select(func.count())
+        .where(
+            MESSAGES.c.session_id == SESSIONS.c.id,
+            MESSAGES.c.seq > func.coalesce(last_read, 0),
+            MESSAGES.c.kind == MessageKind.MESSAGE,
+            MESSAGES.c.deleted == false(),
+            or_(
+                MESSAGES.c.author_type == AuthorType.CUSTOMER,
+                and_(MESSAGES.c.author_id.is_not(None), MESSAGES.c.author_id != reader),
+            ),
+        )
+        .scalar_subquery()
+    )
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+@cancel_safe
+async def list_inbox(
+    db: Database,
+    cursors: CursorCodec,
+    principal: Principal,
+    *,
+    filters: InboxFilter,
+    limit: int,
+    after: str | None = None,
+) -> InboxPage:
+    """A page of the tenant's sessions, most recent activity first.
+
+    ``q`` matches the text of the sessions' messages (case-insensitive substring).
+
+    Raises:
+        Forbidden: customers have no inbox; the credential needs ``sessions:read``.
+        InvalidCursor: ``after`` was not issued for this tenant's inbox.
+        Unavailable: the database cannot be used right now.
+    """
+    principal.require_staff(Scope.SESSIONS_READ)
+    conditions: list[Any] = [SESSIONS.c.tenant_id == principal.tenant_id]
+    if after is not None:
+        position, last_id = cursors.decode_key(INBOX_CURSOR, principal.tenant_id, after)
+        moment = _EPOCH + timedelta(microseconds=position)
+        conditions.append(tuple_(SESSIONS.c.last_activity_at, SESSIONS.c.id) < (moment, last_id))
+    if filters.statuses:
+        conditions.append(SESSIONS.c.status.in_(sorted(filters.statuses)))
+    if filters.unassigned:
+        conditions.append(SESSIONS.c.assignee_id.is_(None))
+    elif filters.assignee_id is not None:
+        conditions.append(SESSIONS.c.assignee_id == filters.assignee_id)
+    if filters.priority is not None:
+        conditions.append(SESSIONS.c.priority == filters.priority)
+    if filters.tag is not None:
+        conditions.append(
+            exists().where(TAGS.c.session_id == SESSIONS.c.id, TAGS.c.tag == filters.tag)
+        )
+    if filters.q:
+        conditions.append(
+            exists().where(
+                MESSAGES.c.session_id == SESSIONS.c.id,
+                MESSAGES.c.content.ilike(_like(filters.q), escape="\\"),
+            )
+        )
+    statement = (
+        select(*SESSION_COLUMNS, unread_count(principal.reader_id))
+        .where(*conditions)
+        .order_by(SESSIONS.c.last_activity_at.desc(), SESSIONS.c.id.desc())
+        .limit(limit + 1)
+    )
+
+    def read(connection: Connection) -> list[InboxItem]:
+        rows = connection.execute(statement).all()
+        ids = [row[0] for row in rows]
+        tags: dict[uuid.UUID, list[str]] = {session_id: [] for session_id in ids}
+        if ids:
+            for session_id, tag in connection.execute(
+                select(TAGS.c.session_id, TAGS.c.tag)
+                .where(TAGS.c.session_id.in_(ids))
+                .order_by(TAGS.c.tag)
+            ):
+                tags[session_id].append(tag)
+        return [InboxItem(SessionRow(*row[:-1]), tags[row[0]], int(row[-1])) for row in rows]
+
+    items = await db.run(read, write=False)
+    page = items[:limit]
+    next_cursor = None
+    if len(items) > limit:
+        last = page[-1].session
+        next_cursor = cursors.encode_key(
+            INBOX_CURSOR, principal.tenant_id, _micros(last.last_activity_at), last.id
+        )
+    return InboxPage(items=page, next_cursor=next_cursor)
+
+
+async def mark_read(db: Database, principal: Principal, *, session_id: uuid.UUID, seq: int) -> None:
+    """Record that the caller has read a session up to ``seq`` (never moves back).
+
+    Raises:
+        Forbidden: customers cannot (yet) record reads; needs ``sessions:read``.
+        NotFound: no such session in the caller's tenant.
+        InvalidField: ``seq`` is beyond the session's last message.
+        Unavailable: the database cannot be used right now.
+    """
+    principal.require_staff(Scope.SESSIONS_READ)
+    insert = postgresql_insert if db.dialect == "postgresql" else sqlite_insert
+    newest = func.greatest if db.dialect == "postgresql" else func.max
+
+    def write(connection: Connection) -> None:
+        session = find_session(connection, principal, session_id)
+        if session is None:
+            raise NotFound(f"session {session_id} does not exist")
+        if seq > session.last_seq:
+            raise InvalidField(f"the session's last seq is {session.last_seq}", pointer="#/seq")
+        statement = insert(READS).values(
+            session_id=session_id, reader_id=principal.reader_id, last_read_seq=seq
+        )
+        connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=[READS.c.session_id, READS.c.reader_id],
+                set_={
+                    "last_read_seq": newest(READS.c.last_read_seq, statement.excluded.last_read_seq)
+                },
+            )
+        )
+
+    await db.run(write, write=True)
