@@ -8,6 +8,7 @@ from quart_schema import Info, PydanticDumpOptions, QuartSchema
 from chat_service import __version__, routes
 from chat_service.config import Settings
 from chat_service.model import Database
+from chat_service.routes.auth import SECURITY_SCHEMES
 from chat_service.routes.openapi import OpenAPIProvider
 from chat_service.routes.state import EXTENSION_KEY, AppState
 from chat_service.services.cursors import CursorCodec
@@ -34,6 +35,7 @@ def create_app(settings: Settings) -> Quart:
         redoc_ui_path="/redocs",
         scalar_ui_path=None,
         openapi_provider_class=OpenAPIProvider,
+        security_schemes=SECURITY_SCHEMES,  # type: ignore[arg-type]
         # JSON mode: timestamps as RFC 3339 strings rather than the JSON provider's HTTP dates.
         pydantic_dump_options=PydanticDumpOptions(mode="json"),  # type: ignore[typeddict-unknown-key]
     )

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from quart import request
+from quart_schema import security_scheme
 
 from chat_service.errors import Unauthenticated
 from chat_service.routes.state import app_state
@@ -20,7 +21,13 @@ from chat_service.services.access import Principal, local_principal
 from chat_service.services.jwt_tokens import looks_like_jwt
 
 SECURITY_SCHEME = "bearer"
-AUTHENTICATED_ATTRIBUTE = "_chat_service_authenticated"
+# The OpenAPI security scheme: Swagger UI's "Authorize" sends it on every call.
+SECURITY_SCHEMES = {SECURITY_SCHEME: {"type": "http", "scheme": "bearer"}}
+SECURITY_DESCRIPTION = (
+    "One header for every kind of caller: a customer token (`cst_...`, from "
+    "`POST /sessions`), an API key (`csk_...`, from `POST /api-keys` or `chat-service "
+    "create-admin`) or the identity provider's JWT (agents and admins)."
+)
 Handler = Callable[..., Awaitable[Any]]
 
 
@@ -31,8 +38,7 @@ def authenticated(handler: Handler) -> Handler:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         return await handler(*args, principal=await current_principal(), **kwargs)
 
-    setattr(wrapper, AUTHENTICATED_ATTRIBUTE, True)
-    return wrapper
+    return security_scheme([{SECURITY_SCHEME: []}])(wrapper)
 
 
 async def current_principal() -> Principal:

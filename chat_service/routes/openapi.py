@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import quart_schema
 from pydantic import BaseModel
+from quart import Quart
+
+from chat_service.routes.auth import SECURITY_DESCRIPTION, SECURITY_SCHEME
+from chat_service.routes.state import app_state
 
 ALTERNATIVES_ATTRIBUTE = "_chat_service_alternative_responses"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,6 +46,20 @@ class OpenAPIProvider(quart_schema.OpenAPIProvider):
                     content = response.get("content", {})
                     if int(status) >= 400 and "application/json" in content:
                         content["application/problem+json"] = content.pop("application/json")
+        required = app_state(cast(Quart, self._app)).settings.auth.required
+        scheme = document["components"]["securitySchemes"][SECURITY_SCHEME]
+        scheme["description"] = SECURITY_DESCRIPTION + (
+            ""
+            if required
+            else " Authentication is off: calls without a credential use "
+            "the open API on the default tenant."
+        )
+        if not required:
+            for operations in document["paths"].values():
+                for operation in operations.values():
+                    if operation.get("security"):
+                        # A copy: the list is the view's own, reused by the next build.
+                        operation["security"] = [*operation["security"], {}]
         for rule in self.generate_rules():
             view = self._app.view_functions[rule.endpoint]
             alternatives = getattr(view, ALTERNATIVES_ATTRIBUTE, {})

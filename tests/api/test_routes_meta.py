@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol
-from quart_schema.openapi import QUART_SCHEMA_HIDDEN_ATTRIBUTE, QUART_SCHEMA_TAG_ATTRIBUTE
+from quart_schema.openapi import (
+    QUART_SCHEMA_HIDDEN_ATTRIBUTE,
+    QUART_SCHEMA_SECURITY_ATTRIBUTE,
+    QUART_SCHEMA_TAG_ATTRIBUTE,
+)
 from quart_schema.validation import (
     QUART_SCHEMA_QUERYSTRING_ATTRIBUTE,
     QUART_SCHEMA_REQUEST_ATTRIBUTE,
     QUART_SCHEMA_RESPONSE_ATTRIBUTE,
 )
+
+from tests.api.access_world import AUTH_REQUIRED
 
 # Clients generate code from these: renaming a handler is a breaking change.
 OPERATION_IDS = {
@@ -68,6 +75,31 @@ def test_every_route_has_a_summary_a_tag_and_its_problems(app: Quart) -> None:
             assert {400, 413, 415, 422} <= responses.keys(), f"{path}: body problems"
         if hasattr(view, QUART_SCHEMA_QUERYSTRING_ATTRIBUTE):
             assert 422 in responses, f"{path}: query problems"
+        if not path.startswith("/health"):
+            assert getattr(view, QUART_SCHEMA_SECURITY_ATTRIBUTE, None), f"{path}: security"
+            assert {401, 403} <= responses.keys(), f"{path}: documents 401 and 403"
+
+
+@pytest.mark.parametrize(
+    ("settings_overrides", "anonymous_allowed"),
+    [({}, True), (AUTH_REQUIRED, False)],
+    ids=["auth-off", "auth-required"],
+)
+async def test_the_spec_describes_the_bearer_scheme(
+    client: TestClientProtocol, anonymous_allowed: bool
+) -> None:
+    for _ in range(2):  # building the document twice gives the same document
+        spec = await (await client.get("/openapi.json")).get_json()
+        scheme = spec["components"]["securitySchemes"]["bearer"]
+        assert scheme["type"] == "http"
+        assert scheme["scheme"] == "bearer"
+        for path, operations in spec["paths"].items():
+            for operation in operations.values():
+                expected = [{"bearer": []}] + ([{}] if anonymous_allowed else [])
+                if path.startswith("/health"):
+                    assert "security" not in operation
+                else:
+                    assert operation["security"] == expected, path
 
 
 async def test_operation_ids_are_stable(client: TestClientProtocol) -> None:
