@@ -19,7 +19,7 @@ import pytest
 import yaml
 from sqlalchemy import make_url
 
-from chat_service.config import Settings
+from chat_service.config import DEFAULT_CONFIG_FILE, Settings, SettingsError, load
 
 ROOT = Path(__file__).resolve().parent.parent
 # ${NAME}, ${NAME:-default} or ${NAME-default}, as Compose interpolates them.
@@ -198,3 +198,26 @@ def test_every_runtime_import_is_a_main_dependency() -> None:
     # Installed as part of a main dependency (quart brings werkzeug, pydantic its core).
     transitive = {"werkzeug", "pydantic-core", "greenlet"}
     assert needed - transitive <= main, needed - transitive - main
+
+
+def test_compose_runs_in_production_mode_with_a_required_secret(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both containers require authentication, and refuse to start without a real secret."""
+    for name in ("migrate", "app"):
+        env = environment(compose["services"][name])
+        assert env["CHAT_SERVICE_AUTH_REQUIRED"] == "true"
+        # ${VAR:?message}: Compose itself stops when the secret is not set.
+        assert re.fullmatch(
+            r"\$\{CHAT_SERVICE_SECURITY_CURSOR_SECRET:\?[^}]+\}",
+            env["CHAT_SERVICE_SECURITY_CURSOR_SECRET"],
+        )
+    env = environment(compose["services"]["app"])
+    monkeypatch.setenv("CHAT_SERVICE_AUTH_REQUIRED", env["CHAT_SERVICE_AUTH_REQUIRED"])
+    monkeypatch.setenv("CHAT_SERVICE_DATABASE_URL", interpolate(env["CHAT_SERVICE_DATABASE_URL"]))
+    for weak in ("", "changeme", "short-secret"):
+        monkeypatch.setenv("CHAT_SERVICE_SECURITY_CURSOR_SECRET", weak)
+        with pytest.raises(SettingsError, match="security.cursor_secret"):
+            load([ROOT / DEFAULT_CONFIG_FILE])
+    monkeypatch.setenv("CHAT_SERVICE_SECURITY_CURSOR_SECRET", "0123456789abcdef" * 4)
+    assert load([ROOT / DEFAULT_CONFIG_FILE]).auth.required is True
