@@ -66,7 +66,13 @@ _REOPEN = (
 # Built once: a statement built per call costs more than running it on SQLite.
 _PAGE_BASE = (
     select(*MESSAGE_COLUMNS)
-    .where(MESSAGES.c.session_id == bindparam("session_id"), MESSAGES.c.seq > bindparam("after"))
+    # The join keeps another tenant's messages out in the same round trip.
+    .join(SESSIONS, SESSIONS.c.id == MESSAGES.c.session_id)
+    .where(
+        MESSAGES.c.session_id == bindparam("session_id"),
+        SESSIONS.c.tenant_id == bindparam("tenant_id"),
+        MESSAGES.c.seq > bindparam("after"),
+    )
     .order_by(MESSAGES.c.seq)
     .limit(bindparam("limit"))
 )
@@ -276,12 +282,12 @@ async def list_messages(
     params = {"session_id": session_id, "tenant_id": principal.tenant_id}
 
     def read(connection: Connection) -> list[MessageView] | None:
-        # The tenant check first: a page is never read from another tenant's session.
-        if not connection.scalar(_EXISTS, params):
-            return None
         rows = connection.execute(
             _PAGE[principal.is_customer], {**params, "after": after_seq, "limit": limit + 1}
         ).all()
+        # Every session holds at least its greeting, so an empty page needs a check.
+        if not rows and not connection.scalar(_EXISTS, params):
+            return None
         return [MessageView.from_row(session_id, row) for row in rows]
 
     rows = await db.run(read, write=False)

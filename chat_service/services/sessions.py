@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Select, Table, bindparam, insert, select
+from sqlalchemy import Connection, Select, Table, bindparam, func, insert, select
 
 from chat_service.errors import NotFound
 from chat_service.model import (
@@ -152,15 +152,19 @@ async def get_session(
     principal.check_session(session_id, Scope.SESSIONS_READ)
 
     def read(connection: Connection) -> SessionView | None:
-        session = find_session(connection, principal, session_id)
-        if session is None:
+        row = connection.execute(
+            _SESSION_AND_TAGS, {"session_id": session_id, "tenant_id": principal.tenant_id}
+        ).first()
+        if row is None:
             return None
+        session = SessionRow(*row[:-1])
         return recent_messages(
             connection,
             session,
             limit=inline_limit,
             up_to=session.last_seq,
             customer=principal.is_customer,
+            tags=sorted((row[-1] or "").split()),
         )
 
     view = await db.run(read, write=False)
@@ -181,6 +185,12 @@ _RECENT_BASE = (
 )
 _RECENT = {customer: visible_to(_RECENT_BASE, customer=customer) for customer in (False, True)}
 _TAGS = select(TAGS.c.tag).where(TAGS.c.session_id == bindparam("session_id")).order_by(TAGS.c.tag)
+# The session and its tags (space-separated: a tag has no spaces) in one round trip.
+_SESSION_AND_TAGS = _SESSION.add_columns(
+    select(func.aggregate_strings(TAGS.c.tag, " "))
+    .where(TAGS.c.session_id == SESSIONS.c.id)
+    .scalar_subquery()
+)
 
 
 def find_session(
@@ -195,14 +205,26 @@ def find_session(
 
 
 def recent_messages(
-    connection: Connection, session: SessionRow, *, limit: int, up_to: int, customer: bool
+    connection: Connection,
+    session: SessionRow,
+    *,
+    limit: int,
+    up_to: int,
+    customer: bool,
+    tags: Sequence[str] | None = None,
 ) -> SessionView:
-    """The view of ``session`` with its last ``limit`` messages up to ``seq`` ``up_to``."""
+    """The view of ``session`` with its last ``limit`` messages up to ``seq`` ``up_to``.
+
+    ``tags`` when the caller has read them already; else they are read here.
+    """
     rows = connection.execute(
         _RECENT[customer], {"session_id": session.id, "up_to": up_to, "limit": limit + 1}
     ).all()
     truncated = len(rows) > limit
     messages = [MessageView.from_row(session.id, row) for row in reversed(rows[:limit])]
     # Tags and priority are the support side's triage: customers do not see them.
-    tags = None if customer else connection.scalars(_TAGS, {"session_id": session.id}).all()
+    if customer:
+        tags = None
+    elif tags is None:
+        tags = connection.scalars(_TAGS, {"session_id": session.id}).all()
     return SessionView(session=session, messages=messages, truncated=truncated, tags=tags)
