@@ -9,7 +9,7 @@ from quart_schema import document_response, tag_blueprint
 
 from chat_service.model import Role
 from chat_service.routes.auth import authenticated
-from chat_service.routes.bodies import json_body
+from chat_service.routes.bodies import json_body, page_limit, query_args
 from chat_service.routes.responses import json_response
 from chat_service.routes.state import app_state
 from chat_service.services import people
@@ -22,6 +22,7 @@ from chat_service.transport.people import (
     ApiKeyOut,
     NewAgent,
     NewApiKey,
+    PageQuery,
 )
 from chat_service.transport.problems import Problem
 
@@ -53,14 +54,24 @@ async def create_agent(data: NewAgent, principal: Principal) -> Response:
 
 @blueprint.get("/agents")
 @authenticated
+@query_args(PageQuery)
 @document_response(AgentListOut, 200)
+@document_response(Problem, 400)
 @document_response(Problem, 401)
 @document_response(Problem, 403)
+@document_response(Problem, 422)
 @document_response(Problem, 503)
-async def agents(principal: Principal) -> Response:
-    """List the tenant's agents (admins only)."""
-    found = await people.list_agents(app_state().db, principal)
-    return json_response(AgentListOut.model_validate({"items": found}, from_attributes=True))
+async def agents(query_args: PageQuery, principal: Principal) -> Response:
+    """List the tenant's agents, oldest first (admins only)."""
+    state = app_state()
+    page = await people.list_agents(
+        state.db,
+        state.cursors,
+        principal,
+        limit=page_limit(query_args.limit, state.settings.limits),
+        after=query_args.after,
+    )
+    return json_response(AgentListOut.model_validate(page, from_attributes=True))
 
 
 @blueprint.get("/agents/<uuid:agent_id>")
@@ -134,14 +145,24 @@ async def create_api_key(data: NewApiKey, principal: Principal) -> Response:
 
 @blueprint.get("/api-keys")
 @authenticated
+@query_args(PageQuery)
 @document_response(ApiKeyListOut, 200)
+@document_response(Problem, 400)
 @document_response(Problem, 401)
 @document_response(Problem, 403)
+@document_response(Problem, 422)
 @document_response(Problem, 503)
-async def api_keys(principal: Principal) -> Response:
+async def api_keys(query_args: PageQuery, principal: Principal) -> Response:
     """List the tenant's API keys, revoked ones included (admins only)."""
-    found = await people.list_api_keys(app_state().db, principal)
-    return json_response(ApiKeyListOut.model_validate({"items": found}, from_attributes=True))
+    state = app_state()
+    page = await people.list_api_keys(
+        state.db,
+        state.cursors,
+        principal,
+        limit=page_limit(query_args.limit, state.settings.limits),
+        after=query_args.after,
+    )
+    return json_response(ApiKeyListOut.model_validate(page, from_attributes=True))
 
 
 @blueprint.delete("/api-keys/<uuid:key_id>")

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Connection, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +16,9 @@ from chat_service.errors import Conflict, InvalidField, NotFound
 from chat_service.model import Agent, ApiKey, Database, Role, Tenant, new_id, utc_now
 from chat_service.services.access import ROLE_SCOPES, Principal, Scope
 from chat_service.services.credentials import API_KEY_PREFIX, new_secret
+from chat_service.services.cursors import CursorCodec
+
+T = TypeVar("T")
 
 TENANTS = cast(Table, Tenant.__table__)
 AGENTS = cast(Table, Agent.__table__)
@@ -172,23 +175,60 @@ async def add_agent(
     return agent
 
 
-async def list_agents(db: Database, principal: Principal) -> list[AgentView]:
-    """Every agent of the caller's tenant, oldest first (admins only).
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list and the cursor to the next one, if any."""
+
+    items: Sequence[T]
+    next_cursor: str | None
+
+
+async def _page(
+    db: Database,
+    cursors: CursorCodec,
+    principal: Principal,
+    *,
+    kind: str,
+    table: Table,
+    columns: Sequence[Any],
+    limit: int,
+    after: str | None,
+) -> tuple[list[Any], str | None]:
+    """Rows of ``table`` in the caller's tenant by id (ids are time-ordered: oldest first)."""
+    conditions = [table.c.tenant_id == principal.tenant_id]
+    if after is not None:
+        _, last_id = cursors.decode_key(kind, principal.tenant_id, after)
+        conditions.append(table.c.id > last_id)
+    statement = select(*columns).where(*conditions).order_by(table.c.id).limit(limit + 1)
+    rows = await db.run(lambda connection: connection.execute(statement).all(), write=False)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = cursors.encode_key(kind, principal.tenant_id, 0, rows[-1].id)
+    return list(rows), next_cursor
+
+
+async def list_agents(
+    db: Database, cursors: CursorCodec, principal: Principal, *, limit: int, after: str | None
+) -> Page[AgentView]:
+    """A page of the caller's tenant's agents, oldest first (admins only).
 
     Raises:
         Forbidden: the credential lacks the ``admin`` scope.
+        InvalidCursor: ``after`` was not issued for this list.
     """
     principal.require(Scope.ADMIN)
-    rows = await db.run(
-        lambda connection: connection.execute(
-            select(*_AGENT_COLUMNS)
-            .where(AGENTS.c.tenant_id == principal.tenant_id)
-            .order_by(AGENTS.c.created_at, AGENTS.c.id)
-            .limit(1000)
-        ).all(),
-        write=False,
+    rows, next_cursor = await _page(
+        db,
+        cursors,
+        principal,
+        kind="agents",
+        table=AGENTS,
+        columns=_AGENT_COLUMNS,
+        limit=limit,
+        after=after,
     )
-    return [AgentView(*row) for row in rows]
+    return Page([AgentView(*row) for row in rows], next_cursor)
 
 
 async def get_agent(db: Database, principal: Principal, agent_id: uuid.UUID) -> AgentView:
@@ -308,23 +348,27 @@ async def add_api_key(
     return key
 
 
-async def list_api_keys(db: Database, principal: Principal) -> list[ApiKeyView]:
-    """Every API key of the caller's tenant, revoked ones included (admins only).
+async def list_api_keys(
+    db: Database, cursors: CursorCodec, principal: Principal, *, limit: int, after: str | None
+) -> Page[ApiKeyView]:
+    """A page of the caller's tenant's API keys, oldest first, revoked ones included.
 
     Raises:
         Forbidden: the credential lacks the ``admin`` scope.
+        InvalidCursor: ``after`` was not issued for this list.
     """
     principal.require(Scope.ADMIN)
-    rows = await db.run(
-        lambda connection: connection.execute(
-            select(*_KEY_COLUMNS)
-            .where(API_KEYS.c.tenant_id == principal.tenant_id)
-            .order_by(API_KEYS.c.created_at, API_KEYS.c.id)
-            .limit(1000)
-        ).all(),
-        write=False,
+    rows, next_cursor = await _page(
+        db,
+        cursors,
+        principal,
+        kind="api-keys",
+        table=API_KEYS,
+        columns=_KEY_COLUMNS,
+        limit=limit,
+        after=after,
     )
-    return [_key_view(row) for row in rows]
+    return Page([_key_view(row) for row in rows], next_cursor)
 
 
 async def revoke_api_key(db: Database, principal: Principal, key_id: uuid.UUID) -> None:

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from chat_service.transport.messages import whole_number
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}$")]
 RoleName = Literal["agent", "admin"]
@@ -53,10 +55,31 @@ class AgentOut(BaseModel):
     created_at: datetime = Field(description="When the agent was added (UTC).")
 
 
+class PageQuery(BaseModel):
+    """Paging of a list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int | None = Field(default=None, description="Items per page.")
+    after: str | None = Field(
+        default=None, max_length=256, description="`next_cursor` of the previous page."
+    )
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _digits_only(cls, value: object) -> object:
+        return whole_number(value)
+
+
 class AgentListOut(BaseModel):
-    """The tenant's agents, oldest first."""
+    """A page of the tenant's agents, oldest first."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     items: list[AgentOut] = Field(description="The agents.")
+    next_cursor: str | None = Field(
+        description="Pass as `after` for the next page; null when this is the last page."
+    )
 
 
 class NewApiKey(BaseModel):
@@ -105,6 +128,11 @@ class ApiKeyOut(BaseModel):
 
 
 class ApiKeyListOut(BaseModel):
-    """The tenant's API keys, oldest first, revoked ones included."""
+    """A page of the tenant's API keys, oldest first, revoked ones included."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     items: list[ApiKeyOut] = Field(description="The keys.")
+    next_cursor: str | None = Field(
+        description="Pass as `after` for the next page; null when this is the last page."
+    )
