@@ -217,7 +217,7 @@ def test_compose_runs_in_production_mode_with_a_required_secret(
     monkeypatch.setenv("CHAT_SERVICE_DATABASE_URL", interpolate(env["CHAT_SERVICE_DATABASE_URL"]))
     for weak in ("", "changeme", "short-secret"):
         monkeypatch.setenv("CHAT_SERVICE_SECURITY_CURSOR_SECRET", weak)
-        with pytest.raises(SettingsError, match="security.cursor_secret"):
+        with pytest.raises(SettingsError, match=r"security\.cursor_secret"):
             load([ROOT / DEFAULT_CONFIG_FILE])
     monkeypatch.setenv("CHAT_SERVICE_SECURITY_CURSOR_SECRET", "0123456789abcdef" * 4)
     assert load([ROOT / DEFAULT_CONFIG_FILE]).auth.required is True

@@ -24,6 +24,7 @@ from chat_service.services.jwt_tokens import JwtIdentity
 
 CUSTOMER_TOKEN_PREFIX = "cst_"  # noqa: S105 - a prefix, not a secret
 API_KEY_PREFIX = "csk_"
+MAX_CLAIM_CHARS = 255
 SESSIONS = cast(Table, ChatSession.__table__)
 API_KEYS = cast(Table, ApiKey.__table__)
 AGENTS = cast(Table, Agent.__table__)
@@ -111,6 +112,10 @@ async def from_jwt(db: Database, identity: JwtIdentity) -> Principal:
         role = Role(identity.role)
     except ValueError:
         raise Unauthenticated("the token's role is neither agent nor admin") from None
+    for name, value in (("subject", identity.subject), ("tenant", identity.tenant)):
+        # What the columns can hold on both databases (VARCHAR(255), no NUL).
+        if len(value) > MAX_CLAIM_CHARS or "\x00" in value:
+            raise Unauthenticated(f"the token's {name} claim is not usable here")
 
     def find(connection: Connection) -> tuple[uuid.UUID | None, Any]:
         tenant_id = connection.scalar(
@@ -149,10 +154,13 @@ async def from_jwt(db: Database, identity: JwtIdentity) -> Principal:
     tenant_id, agent = await db.run(find, write=False)
     if tenant_id is None:
         raise Unauthenticated("the token's tenant is not known here")
+    if agent is not None and not agent.active:
+        # Before any change: a refused token changes nothing, its role claim included.
+        raise Unauthenticated("this agent is deactivated")
     if agent is None or agent.role != role:
         await db.run(provision, write=True)
         _, agent = await db.run(find, write=False)
-    if not agent.active:
+    if not agent.active:  # deactivated in between
         raise Unauthenticated("this agent is deactivated")
     agent_id = agent.id
     return Principal(

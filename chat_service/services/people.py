@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from collections.abc import Sequence
@@ -104,6 +105,10 @@ async def create_tenant(db: Database, *, slug: str, name: str) -> TenantView:
     """
     if not SLUG.fullmatch(slug):
         raise InvalidField("use 1-64 lowercase letters, digits and dashes", pointer="#/slug")
+    with contextlib.suppress(ValueError):
+        uuid.UUID(slug)
+        # A JWT's tenant claim holds an id or a slug: a slug must never read as an id.
+        raise InvalidField("a slug must not have the form of a tenant id", pointer="#/slug")
     tenant = TenantView(new_id(), slug, name or slug, utc_now())
 
     def write(connection: Connection) -> None:
