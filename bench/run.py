@@ -42,7 +42,7 @@ from sqlalchemy import insert, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from chat_service.model import AuthorType, ChatSession, Message
+from chat_service.model import DEFAULT_TENANT_ID, AuthorType, ChatSession, Message, SessionTag
 from chat_service.model.base import new_id
 from chat_service.services.cursors import CursorCodec
 from chat_service.services.messages import MESSAGES_CURSOR
@@ -59,11 +59,16 @@ SCENARIOS: dict[str, str] = {
     "page_20": "GET /sessions/{id}/messages?limit=50 (20-message session)",
     "page_10k": "GET /sessions/{id}/messages?limit=50 (10 000-message session)",
     "page_10k_tail": "GET /sessions/{id}/messages?limit=50&after=… (its last 20 messages)",
+    "inbox_100k": "GET /sessions?limit=50 (the inbox of a tenant with 100 000 sessions)",
+    "inbox_100k_status": "GET /sessions?status=pending&limit=50 (a fifth of them pending)",
+    "inbox_100k_tag": "GET /sessions?tag=vip&limit=50 (1 % of them tagged)",
     "mixed": "70 % reads, 30 % writes",
 }
 WRITE_SCENARIOS = ("post_session", "post_message", "post_message_minimal")
 LONG_HISTORY = 10_000
 SHORT_HISTORY = 20
+INBOX_SESSIONS = 100_000
+INBOX_STATUSES = ("open", "pending", "assigned", "resolved", "closed")
 # Message posts are spread over this many sessions per scenario.
 WRITE_SESSIONS = 8
 
@@ -100,6 +105,7 @@ QUICK = Plan(
         "page_20",
         "page_10k",
         "page_10k_tail",
+        "inbox_100k",
         "mixed",
     ),
     repeats=1,
@@ -131,6 +137,9 @@ class Targets:
             "page_20": ([self.page_20], []),
             "page_10k": ([self.page_10k], []),
             "page_10k_tail": ([self.page_10k_tail], []),
+            "inbox_100k": (["/sessions?limit=50"], []),
+            "inbox_100k_status": (["/sessions?status=pending&limit=50"], []),
+            "inbox_100k_tag": (["/sessions?tag=vip&limit=50"], []),
             "mixed": (self.minimal_writes, reads),
         }[scenario]
 
@@ -287,6 +296,8 @@ def seed(base_url: str, database_url: str, cursor_secret: str) -> Targets:
                 headers={"Prefer": "return=minimal"},
             ).raise_for_status()
         long = new_session()
+    asyncio.run(_seed_inbox(database_url, INBOX_SESSIONS))
+    # Last: it ends with a checkpoint, so measuring starts from a steady state.
     asyncio.run(_seed_history(database_url, uuid.UUID(long), LONG_HISTORY))
     targets.session_20 = f"/sessions/{short}"
     targets.page_20 = f"/sessions/{short}/messages?limit=50"
@@ -298,6 +309,50 @@ def seed(base_url: str, database_url: str, cursor_secret: str) -> Targets:
     )
     targets.page_10k_tail = f"/sessions/{long}/messages?limit=50&after={tail}"
     return targets
+
+
+async def _seed_inbox(url: str, total: int) -> None:
+    """``total`` sessions of the default tenant, each with a greeting and a customer
+    message, over the last 30 days: statuses in turn, 1 % tagged `vip`."""
+    engine = create_async_engine(url)
+    now = datetime.now(UTC) - timedelta(days=1)
+    try:
+        async with engine.begin() as connection:
+            for start in range(0, total, 5_000):
+                sessions, messages, tags = [], [], []
+                for index in range(start, min(start + 5_000, total)):
+                    session_id = new_id()
+                    at = now - timedelta(seconds=index * 26)
+                    sessions.append(
+                        {
+                            "id": session_id,
+                            "created_at": at,
+                            "updated_at": at,
+                            "last_seq": 2,
+                            "tenant_id": DEFAULT_TENANT_ID,
+                            "status": INBOX_STATUSES[index % len(INBOX_STATUSES)],
+                            "priority": "normal",
+                            "last_activity_at": at,
+                        }
+                    )
+                    for seq, author in ((1, AuthorType.SERVICE_AGENT), (2, AuthorType.CUSTOMER)):
+                        messages.append(
+                            {
+                                "id": new_id(),
+                                "session_id": session_id,
+                                "seq": seq,
+                                "author_type": author,
+                                "content": f"Message {seq} of inbox session {index}.",
+                                "created_at": at,
+                            }
+                        )
+                    if index % 100 == 0:
+                        tags.append({"session_id": session_id, "tag": "vip"})
+                await connection.execute(insert(ChatSession), sessions)
+                await connection.execute(insert(Message), messages)
+                await connection.execute(insert(SessionTag), tags)
+    finally:
+        await engine.dispose()
 
 
 async def _seed_history(url: str, session_id: uuid.UUID, total: int) -> None:

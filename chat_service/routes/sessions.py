@@ -17,6 +17,7 @@ from chat_service.routes.state import app_state
 from chat_service.services import cases, sessions
 from chat_service.services import inbox as inbox_service
 from chat_service.services.access import Principal
+from chat_service.services.views import SessionRow
 from chat_service.transport.problems import Problem
 from chat_service.transport.sessions import (
     InboxPageOut,
@@ -28,6 +29,7 @@ from chat_service.transport.sessions import (
 )
 
 blueprint = Blueprint("sessions", __name__)
+_SESSION_FIELDS = tuple(field.name for field in dataclasses.fields(SessionRow))
 tag_blueprint(blueprint, ["sessions"])
 
 
@@ -165,8 +167,13 @@ async def inbox(query_args: InboxQuery, principal: Principal) -> Response:
     page = await inbox_service.list_inbox(
         state.db, state.cursors, principal, filters=filters, limit=limit, after=query.after
     )
+    # Shallow: dataclasses.asdict would deep-copy every UUID and datetime.
     items = [
-        {**dataclasses.asdict(item.session), "tags": item.tags, "unread_count": item.unread_count}
+        {
+            **{name: getattr(item.session, name) for name in _SESSION_FIELDS},
+            "tags": item.tags,
+            "unread_count": item.unread_count,
+        }
         for item in page.items
     ]
     return json_response(
