@@ -87,9 +87,12 @@ def unread_count(reader: uuid.UUID) -> Any:
     Events, tombstones, the automatic greeting (no author id) and the reader's own
     messages do not count.
     """
+    # Correlated to the listed session explicitly: nested two levels down, it would
+    # otherwise get a FROM chat_sessions of its own and read any session's position.
     last_read = (
         select(READS.c.last_read_seq)
         .where(READS.c.session_id == SESSIONS.c.id, READS.c.reader_id == reader)
+        .correlate(SESSIONS)
         .scalar_subquery()
     )
     return (

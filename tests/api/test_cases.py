@@ -343,5 +343,8 @@ async def test_unread_counts_follow_the_read_position(
 
     await agent.ok("POST", f"/sessions/{own}/read", {"seq": 1}, 204)  # never moves back
     assert await unread(agent) == 1
+    # A position in another session says nothing about this one.
+    await admin.ok("POST", f"/sessions/{world.other_session}/read", {"seq": 2}, 204)
+    assert await unread(admin) == 4
     body = await problem_of(await agent.call("POST", f"/sessions/{own}/read", {"seq": 999}), 422)
     assert body["errors"][0]["pointer"] == "#/seq"
