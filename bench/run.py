@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -62,6 +63,7 @@ SCENARIOS: dict[str, str] = {
     "inbox_100k": "GET /sessions?limit=50 (the inbox of a tenant with 100 000 sessions)",
     "inbox_100k_status": "GET /sessions?status=pending&limit=50 (a fifth of them pending)",
     "inbox_100k_tag": "GET /sessions?tag=vip&limit=50 (1 % of them tagged)",
+    "inbox_100k_q": "GET /sessions?q=…&limit=50 (an order number in one session of 100 000)",
     "mixed": "70 % reads, 30 % writes",
 }
 WRITE_SCENARIOS = ("post_session", "post_message", "post_message_minimal")
@@ -140,6 +142,7 @@ class Targets:
             "inbox_100k": (["/sessions?limit=50"], []),
             "inbox_100k_status": (["/sessions?status=pending&limit=50"], []),
             "inbox_100k_tag": (["/sessions?tag=vip&limit=50"], []),
+            "inbox_100k_q": ([f"/sessions?q={order_number(INBOX_SESSIONS - 1)}&limit=50"], []),
             "mixed": (self.minimal_writes, reads),
         }[scenario]
 
@@ -311,6 +314,11 @@ def seed(base_url: str, database_url: str, cursor_secret: str) -> Targets:
     return targets
 
 
+def order_number(index: int) -> str:
+    """The order a seeded inbox session's customer asks about: ten hex digits."""
+    return hashlib.sha256(str(index).encode()).hexdigest()[:10]
+
+
 async def _seed_inbox(url: str, total: int) -> None:
     """``total`` sessions of the default tenant, each with a greeting and a customer
     message, over the last 30 days: statuses in turn, 1 % tagged `vip`."""
@@ -342,7 +350,11 @@ async def _seed_inbox(url: str, total: int) -> None:
                                 "session_id": session_id,
                                 "seq": seq,
                                 "author_type": author,
-                                "content": f"Message {seq} of inbox session {index}.",
+                                "content": (
+                                    "Hello, how may I help you?"
+                                    if seq == 1
+                                    else f"My order {order_number(index)} has not arrived."
+                                ),
                                 "created_at": at,
                             }
                         )
@@ -384,6 +396,8 @@ async def _seed_history(url: str, session_id: uuid.UUID, total: int) -> None:
                 await connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             else:
                 await connection.execution_options(isolation_level="AUTOCOMMIT")
+                # Statistics as autovacuum would have them after a bulk load.
+                await connection.exec_driver_sql("ANALYZE")
                 await connection.exec_driver_sql("CHECKPOINT")
     finally:
         await engine.dispose()

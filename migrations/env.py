@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat_service import config as service_config
 from chat_service.model import Base
+from chat_service.model.base import schema_filter
 
 config = context.config
 target_metadata = Base.metadata
@@ -34,6 +35,7 @@ def configure(connection: Connection | None = None, url: str | None = None) -> N
         url=url,
         target_metadata=target_metadata,
         render_as_batch=dialect.startswith("sqlite"),
+        include_object=schema_filter(dialect.split("+")[0]),
         compare_type=True,
         literal_binds=connection is None,
     )

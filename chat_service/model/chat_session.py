@@ -70,6 +70,8 @@ class SessionTag(Base):
     """A label on a session, for the inbox's filters."""
 
     __tablename__ = "session_tags"
+    # The inbox's tag filter finds the sessions of a tag.
+    __table_args__ = (Index(None, "tag", "session_id"),)
 
     session_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("chat_sessions.id", ondelete="CASCADE"), primary_key=True

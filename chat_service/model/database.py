@@ -123,6 +123,7 @@ class Database:
         }
         self._batchers: dict[Callable[..., Any], _GroupCommit[Any, Any]] = {}
         self._threads: ThreadPoolExecutor | None = None
+        self._readers: ThreadPoolExecutor | None = None
         self._sync_engine: Engine | None = None
         # The async engine: migrations' checks, readiness, tests, and PostgreSQL's work.
         self.engine = create_async_engine(parsed, **options)
@@ -133,12 +134,13 @@ class Database:
             on_connect = _sqlite_on_connect(sqlite_busy_timeout_ms)
             event.listen(self.engine.sync_engine, "connect", on_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
-            # Two connections are all it needs: reads run one at a time on the event
-            # loop, writes one at a time in the writer thread.
+            # Three connections are all it needs: reads run one at a time on the event
+            # loop, long reads one at a time in the reader thread, writes one at a time
+            # in the writer thread.
             sync_engine = create_engine(
                 parsed.set(drivername="sqlite+pysqlite"),
                 connect_args={"check_same_thread": False},
-                **{**options, "pool_size": 2, "max_overflow": 0},
+                **{**options, "pool_size": 3, "max_overflow": 0},
             )
             event.listen(sync_engine, "connect", on_connect)
             event.listen(sync_engine, "begin", _sqlite_begin)
@@ -149,18 +151,20 @@ class Database:
             # handler would poll with growing sleeps; other processes are kept out by
             # the database lock and busy_timeout.
             self._threads = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+            self._readers = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
         # PostgreSQL reads run without BEGIN/COMMIT: one round trip per statement. A read
         # of several statements must not need one snapshot (each reads up to a bound it
         # already holds, such as a seq).
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    async def run(self, work: Callable[[Connection], T], *, write: bool) -> T:
+    async def run(self, work: Callable[[Connection], T], *, write: bool, long: bool = False) -> T:
         """Run ``work(connection)`` and return what it returns.
 
         A write is one transaction: COMMIT when ``work`` returns, ROLLBACK when it
         raises, the write lock taken up front on SQLite (BEGIN IMMEDIATE). A read is one
         transaction on SQLite and runs in autocommit on PostgreSQL, so a read of several
-        statements must not need them to see one snapshot.
+        statements must not need them to see one snapshot. A ``long`` read (one that may
+        scan many rows) runs off the event loop on SQLite too.
 
         Raises:
             Unavailable: the database cannot be reached or used right now.
@@ -168,6 +172,10 @@ class Database:
         try:
             if self._sync_engine is None:
                 return await self._run_async(work, write=write)
+            loop = asyncio.get_running_loop()
+            if not write and long:
+                # SQLite releases the GIL while it steps: the loop serves other requests.
+                return await loop.run_in_executor(self._readers, self._run_sync, work, False)
             if not write:
                 # On the event loop itself: a WAL reader never waits for a lock, and a
                 # read from the page cache takes microseconds, less than a hand-off to
@@ -175,7 +183,6 @@ class Database:
                 return self._run_sync(work, False)
             # A writer may wait for another process's lock and waits for fsync at COMMIT:
             # that happens in the writer thread, off the event loop.
-            loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._threads, self._run_sync, work, True)
         except _UNAVAILABLE as error:
             log.warning("database unavailable: %s", type(error).__name__)
@@ -231,8 +238,9 @@ class Database:
         pending = [task for task in _in_flight if task.get_loop() is loop]
         if pending:
             await asyncio.wait(pending, timeout=10)
-        if self._threads is not None:
-            await loop.run_in_executor(None, self._threads.shutdown)
+        for threads in (self._threads, self._readers):
+            if threads is not None:
+                await loop.run_in_executor(None, threads.shutdown)
         if self._sync_engine is not None:
             self._sync_engine.dispose()
         await self.engine.dispose()

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chat_service.model.base import Base, string_enum
@@ -43,7 +43,17 @@ class Message(Base):
     """
 
     __tablename__ = "messages"
-    __table_args__ = (UniqueConstraint("session_id", "seq"),)
+    __table_args__ = (
+        UniqueConstraint("session_id", "seq"),
+        # The inbox's text search (`q`, a case-insensitive substring) on PostgreSQL: a
+        # trigram index finds the sessions with a rare word without reading every message.
+        Index(
+            "ix_messages_content_trgm",
+            "content",
+            postgresql_using="gin",
+            postgresql_ops={"content": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     session_id: Mapped[uuid.UUID] = mapped_column(

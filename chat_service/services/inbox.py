@@ -12,7 +12,6 @@ from sqlalchemy import (
     Connection,
     Table,
     and_,
-    exists,
     false,
     func,
     or_,
@@ -149,15 +148,18 @@ async def list_inbox(
         conditions.append(SESSIONS.c.assignee_id == filters.assignee_id)
     if filters.priority is not None:
         conditions.append(SESSIONS.c.priority == filters.priority)
+    # IN (subquery) rather than a correlated EXISTS: SQLite then finds the matching
+    # rows once, instead of probing for every session in activity order.
     if filters.tag is not None:
         conditions.append(
-            exists().where(TAGS.c.session_id == SESSIONS.c.id, TAGS.c.tag == filters.tag)
+            SESSIONS.c.id.in_(select(TAGS.c.session_id).where(TAGS.c.tag == filters.tag))
         )
     if filters.q:
         conditions.append(
-            exists().where(
-                MESSAGES.c.session_id == SESSIONS.c.id,
-                MESSAGES.c.content.ilike(_like(filters.q), escape="\\"),
+            SESSIONS.c.id.in_(
+                select(MESSAGES.c.session_id).where(
+                    MESSAGES.c.content.ilike(_like(filters.q), escape="\\")
+                )
             )
         )
     statement = (
@@ -180,7 +182,8 @@ async def list_inbox(
                 tags[session_id].append(tag)
         return [InboxItem(SessionRow(*row[:-1]), tags[row[0]], int(row[-1])) for row in rows]
 
-    items = await db.run(read, write=False)
+    # Long: a text search, or a rare filter value, may scan many sessions.
+    items = await db.run(read, write=False, long=True)
     page = items[:limit]
     next_cursor = None
     if len(items) > limit:

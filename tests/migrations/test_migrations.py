@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat_service.model import DEFAULT_TENANT_ID, SCHEMA_REVISION, Base
+from chat_service.model.base import schema_filter
 from tests.conftest import BACKENDS
 from tests.support import (
     alembic_config,
@@ -42,7 +43,10 @@ def inspect_database(url: str) -> tuple[set[str], list[Any]]:
     """The tables present, and every difference between the database and the models."""
 
     def compare(connection: Connection) -> tuple[set[str], list[Any]]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection,
+            opts={"compare_type": True, "include_object": schema_filter(connection.dialect.name)},
+        )
         return set(inspect(connection).get_table_names()), compare_metadata(context, Base.metadata)
 
     async def run() -> tuple[set[str], list[Any]]:
