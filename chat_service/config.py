@@ -137,7 +137,9 @@ class AuthSettings:
     )
     jwt_jwks_url: str = ts.option(default="", help="JWKS URL for RS256/ES256 keys.")
     jwt_issuer: str = ts.option(default="", help="Required `iss`; empty: not checked.")
-    jwt_audience: str = ts.option(default="", help="Required `aud`; empty: not checked.")
+    jwt_audience: str = ts.option(
+        default="", help="Required `aud` (needed for RS256/ES256); empty: not checked (HS256)."
+    )
     jwt_tenant_claim: str = ts.option(
         default="tenant", help="Claim naming the tenant (id or slug)."
     )
@@ -181,8 +183,13 @@ class Settings:
         algorithms = set(self.auth.jwt_algorithms)
         if "HS256" in algorithms:
             _check_secret("auth.jwt_secret", self.auth.jwt_secret)
-        if algorithms & {"RS256", "ES256"} and not self.auth.jwt_jwks_url:
-            raise ValueError("auth.jwt_jwks_url is required for RS256 and ES256")
+        if algorithms & {"RS256", "ES256"}:
+            if not self.auth.jwt_jwks_url:
+                raise ValueError("auth.jwt_jwks_url is required for RS256 and ES256")
+            # An identity provider signs tokens for many applications: only those
+            # meant for this service may be accepted.
+            if not self.auth.jwt_audience:
+                raise ValueError("auth.jwt_audience is required for RS256 and ES256")
         if self.auth.required:
             # Production mode: cursors must be signed with a real, shared key.
             _check_secret("security.cursor_secret", self.security.cursor_secret)

@@ -15,6 +15,7 @@ request_id: ContextVar[str] = ContextVar("request_id", default="")
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
 # Hypercorn's access line; %({x-request-id}o)s is the response header set per request.
+# %(r)s is the request line without its query string, which may hold search text.
 ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus rid=%({x-request-id}o)s'
 
 

@@ -91,10 +91,19 @@ def test_a_weak_jwt_secret_is_fine_without_hs256() -> None:
             "jwt_algorithms": ["RS256"],
             "jwt_secret": "changeme",
             "jwt_jwks_url": "https://idp.example/.well-known/jwks.json",
+            "jwt_audience": "chat-service",
         }
     )
 
     assert settings.auth.jwt_algorithms == ("RS256",)
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
+def test_jwks_algorithms_need_an_audience(algorithm: str) -> None:
+    """A shared identity provider's tokens for other applications must not be accepted."""
+    jwks = "https://idp.example/.well-known/jwks.json"
+    with pytest.raises(SettingsError, match=r"auth\.jwt_audience is required"):
+        load(auth={"jwt_algorithms": [algorithm], "jwt_jwks_url": jwks})
 
 
 @pytest.mark.parametrize("algorithm", ["RS256", "ES256"])

@@ -174,6 +174,18 @@ def test_oversized_body_is_refused_before_it_is_sent(server: Server) -> None:
     assert json.loads(response.body)["status"] == 413
 
 
+def test_no_content_answers_carry_no_body_headers(server: Server) -> None:
+    """204 has no body (RFC 9110): neither Content-Type nor Content-Length, on the wire."""
+    session_id = open_session(server)
+    with server.client() as client:
+        response = client.post(f"/sessions/{session_id}/read", json={"seq": 1})
+
+    assert response.status_code == 204
+    assert response.content == b""
+    assert "content-type" not in response.headers
+    assert "content-length" not in response.headers
+
+
 def hang_up(connection: socket.socket) -> None:
     connection.shutdown(socket.SHUT_RDWR)
     connection.close()

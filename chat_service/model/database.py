@@ -74,6 +74,9 @@ def _sqlite_on_connect(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        # Deleted message text is overwritten in the pages it leaves, where that costs
+        # no extra I/O, instead of lingering in free space.
+        cursor.execute("PRAGMA secure_delete=FAST")
         cursor.close()
 
     return on_connect

@@ -10,7 +10,7 @@ from quart_schema import document_response, tag_blueprint
 from chat_service.model import Role
 from chat_service.routes.auth import authenticated
 from chat_service.routes.bodies import json_body, page_limit, query_args
-from chat_service.routes.responses import json_response
+from chat_service.routes.responses import json_response, no_content
 from chat_service.routes.state import app_state
 from chat_service.services import people
 from chat_service.services.access import Principal, Scope
@@ -165,6 +165,19 @@ async def api_keys(query_args: PageQuery, principal: Principal) -> Response:
     return json_response(ApiKeyListOut.model_validate(page, from_attributes=True))
 
 
+@blueprint.get("/api-keys/<uuid:key_id>")
+@authenticated
+@document_response(ApiKeyOut, 200)
+@document_response(Problem, 401)
+@document_response(Problem, 403)
+@document_response(Problem, 404)
+@document_response(Problem, 503)
+async def api_key(key_id: uuid.UUID, principal: Principal) -> Response:
+    """Get one API key of the tenant, without the key itself (admins only)."""
+    found = await people.get_api_key(app_state().db, principal, key_id)
+    return json_response(ApiKeyOut.model_validate(found, from_attributes=True))
+
+
 @blueprint.delete("/api-keys/<uuid:key_id>")
 @authenticated
 @document_response(Problem, 401)
@@ -177,4 +190,4 @@ async def revoke_api_key(key_id: uuid.UUID, principal: Principal) -> Response:
     Answers 204, again when the key was already revoked.
     """
     await people.revoke_api_key(app_state().db, principal, key_id)
-    return Response(status=204)
+    return no_content()

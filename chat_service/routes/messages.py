@@ -13,7 +13,7 @@ from chat_service.routes.bodies import json_body, page_limit, query_args
 from chat_service.routes.openapi import alternative_response
 from chat_service.routes.preferences import prefers_minimal
 from chat_service.routes.problems import InvalidInput
-from chat_service.routes.responses import json_response
+from chat_service.routes.responses import json_response, no_content
 from chat_service.routes.state import app_state
 from chat_service.services import messages
 from chat_service.services.access import Principal
@@ -185,4 +185,4 @@ async def delete_message(
     await messages.delete_message(
         app_state().db, principal, session_id=session_id, message_id=message_id
     )
-    return Response(status=204)
+    return no_content()

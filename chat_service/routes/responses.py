@@ -23,3 +23,13 @@ def json_response(
         headers=dict(headers or {}),
         content_type="application/json",
     )
+
+
+class _NoContent(Response):
+    # Quart would label the empty body text/html.
+    default_mimetype = None  # type: ignore[assignment]
+
+
+def no_content() -> Response:
+    """A ``204 No Content`` answer: no body, so no ``Content-Type`` either."""
+    return _NoContent(status=204)

@@ -12,7 +12,7 @@ from chat_service.model import Priority, SessionStatus
 from chat_service.routes.auth import authenticated
 from chat_service.routes.bodies import json_body, page_limit, query_args
 from chat_service.routes.problems import InvalidInput
-from chat_service.routes.responses import json_response
+from chat_service.routes.responses import json_response, no_content
 from chat_service.routes.state import app_state
 from chat_service.services import cases, sessions
 from chat_service.services import inbox as inbox_service
@@ -146,20 +146,12 @@ async def inbox(query_args: InboxQuery, principal: Principal) -> Response:
     state = app_state()
     query = query_args
     limit = page_limit(query.limit, state.settings.limits)
-    assignee_id = None
-    if query.assignee == "me":
-        assignee_id = principal.id
-    elif query.assignee not in (None, "none"):
-        try:
-            assignee_id = uuid.UUID(query.assignee)
-        except ValueError:
-            raise InvalidInput([{"detail": "not an agent id", "parameter": "assignee"}]) from None
     filters = inbox_service.InboxFilter(
         statuses=None
         if query.status is None
         else frozenset(SessionStatus(name) for name in query.status.split(",")),
-        assignee_id=assignee_id,
-        unassigned=query.assignee == "none" or (query.assignee == "me" and principal.id is None),
+        assignee_id=_assignee(query.assignee, principal),
+        unassigned=query.assignee == "none",
         priority=None if query.priority is None else Priority(query.priority),
         tag=query.tag,
         q=query.q,
@@ -181,6 +173,21 @@ async def inbox(query_args: InboxQuery, principal: Principal) -> Response:
     )
 
 
+def _assignee(value: str | None, principal: Principal) -> uuid.UUID | None:
+    """The agent id an ``assignee`` filter names (None: no filter, or ``none``)."""
+    if value is None or value == "none":
+        return None
+    if value == "me":
+        if principal.role is None or principal.id is None:
+            detail = "`me` needs an agent's credential"
+            raise InvalidInput([{"detail": detail, "parameter": "assignee"}])
+        return principal.id
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidInput([{"detail": "not an agent id", "parameter": "assignee"}]) from None
+
+
 @blueprint.post("/sessions/<uuid:session_id>/read")
 @authenticated
 @json_body(ReadMarker)
@@ -199,4 +206,4 @@ async def mark_read(session_id: uuid.UUID, data: ReadMarker, principal: Principa
     counts start from. It never moves back. Answers 204.
     """
     await inbox_service.mark_read(app_state().db, principal, session_id=session_id, seq=data.seq)
-    return Response(status=204)
+    return no_content()

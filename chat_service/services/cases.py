@@ -91,13 +91,16 @@ async def update_case(
 
     Raises:
         Forbidden: customers cannot manage cases; the credential needs
-            ``sessions:write``.
+            ``sessions:write`` and ``sessions:read`` (the answer shows the session).
         NotFound: no such session in the caller's tenant.
-        InvalidField: the assignee is not an active agent of the tenant.
+        InvalidField: the assignee is not an active agent of the tenant (checked
+            first, whatever the session's status).
         Conflict: the session is closed, or the status change is not allowed.
         Unavailable: the database cannot be used right now.
     """
     principal.require_staff(Scope.SESSIONS_WRITE)
+    # The answer is the session with its messages: only for callers that may read it.
+    principal.require(Scope.SESSIONS_READ)
 
     def write(connection: Connection) -> SessionView | None:
         session = find_session(connection, principal, session_id, for_update=True)
@@ -134,7 +137,8 @@ async def update_case(
             connection.execute(delete(TAGS).where(TAGS.c.session_id == session.id))
             if change.tags:
                 connection.execute(
-                    insert(TAGS), [{"session_id": session.id, "tag": tag} for tag in change.tags]
+                    insert(TAGS),
+                    [{"session_id": session.id, "tag": tag} for tag in sorted(set(change.tags))],
                 )
         connection.execute(insert(MESSAGES), rows)
         updated = find_session(connection, principal, session_id)

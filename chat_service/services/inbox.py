@@ -83,8 +83,10 @@ def _micros(moment: datetime) -> int:
 def unread_count(reader: uuid.UUID) -> Any:
     """Messages after the reader's last read ``seq`` from the customer or other agents.
 
-    Events, tombstones, the automatic greeting (no author id) and the reader's own
-    messages do not count.
+    Counted: customers' messages, and messages of agents and service keys other than
+    the reader. Not counted: events, tombstones, the reader's own messages and
+    support-side messages without an author (the greeting, and those posted without
+    a credential while authentication is off).
     """
     # Correlated to the listed session explicitly: nested two levels down, it would
     # otherwise get a FROM chat_sessions of its own and read any session's position.

@@ -22,11 +22,12 @@ import httpx
 import jwt
 from jwt.types import Options
 
+from chat_service.config import JWT_ALGORITHMS
 from chat_service.errors import Unauthenticated
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_ALGORITHMS = frozenset({"HS256", "RS256", "ES256"})
+SUPPORTED_ALGORITHMS = frozenset(JWT_ALGORITHMS)
 _JWKS_ALGORITHMS = frozenset({"RS256", "ES256"})
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _KEYS_UNAVAILABLE = "the identity provider's signing keys could not be fetched"

@@ -142,7 +142,8 @@ async def post_message(
         utc_now(),
     )
     message, session = await db.group_commit(_append_messages, post)
-    if inline_limit is None:
+    if inline_limit is None or Scope.SESSIONS_READ not in principal.scopes:
+        # A caller that may not read the session gets its own message alone.
         return PostedMessage(message=message, session=None)
     # Every lower seq was committed before this one got the lock, so reading up to
     # our seq after COMMIT gives the session exactly as it stood with our message last.
@@ -212,19 +213,32 @@ def _append_messages(
         if post.author_type is AuthorType.CUSTOMER and taken.status is SessionStatus.RESOLVED:
             reopened.add(key)
     for key in sorted(reopened):
-        rows.append(_reopen(connection, cast(SessionRow, sessions[key]), now))
+        event, session = _reopen(connection, cast(SessionRow, sessions[key]), now)
+        rows.append(event)
+        # The answers show the session as it now stands (reopened).
+        results = [
+            (result[0], session)
+            if not isinstance(result, Exception) and result[0].session_id == key[0]
+            else result
+            for result in results
+        ]
     if rows:
         connection.execute(insert(MESSAGES), rows)
     return results
 
 
-def _reopen(connection: Connection, session: SessionRow, now: datetime) -> dict[str, Any]:
-    """Reopen a resolved session a customer wrote into; the event's row."""
+def _reopen(
+    connection: Connection, session: SessionRow, now: datetime
+) -> tuple[dict[str, Any], SessionRow]:
+    """Reopen a resolved session a customer wrote into: the event's row, the session."""
     status = SessionStatus.ASSIGNED if session.assignee_id else SessionStatus.PENDING
-    row = connection.execute(_REOPEN, {"session_id": session.id, "status": status}).one()
-    return status_event(
+    row = SessionRow(
+        *connection.execute(_REOPEN, {"session_id": session.id, "status": status}).one()
+    )
+    event = status_event(
         session.id, row.last_seq, session.status, status, now, reason="customer_message"
-    ).as_row()
+    )
+    return event.as_row(), row
 
 
 def status_event(
@@ -408,6 +422,8 @@ async def delete_message(
 def _find_for_change(
     connection: Connection, principal: Principal, session_id: uuid.UUID, message_id: uuid.UUID
 ) -> tuple[MessageView, SessionStatus]:
+    # Both rows locked until COMMIT (PostgreSQL; SQLite's writer holds the database):
+    # an edit and a deletion, or an edit and the session's closing, take turns.
     row = connection.execute(
         visible_to(
             select(*MESSAGE_COLUMNS, SESSIONS.c.status)
@@ -418,7 +434,7 @@ def _find_for_change(
                 SESSIONS.c.tenant_id == principal.tenant_id,
             ),
             customer=principal.is_customer,
-        )
+        ).with_for_update()
     ).first()
     if row is None:
         raise NotFound(f"message {message_id} does not exist in session {session_id}")

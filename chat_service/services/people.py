@@ -109,6 +109,8 @@ async def create_tenant(db: Database, *, slug: str, name: str) -> TenantView:
         uuid.UUID(slug)
         # A JWT's tenant claim holds an id or a slug: a slug must never read as an id.
         raise InvalidField("a slug must not have the form of a tenant id", pointer="#/slug")
+    if "\x00" in name or len(name) > 200:
+        raise InvalidField("use at most 200 characters, without NUL", pointer="#/name")
     tenant = TenantView(new_id(), slug, name or slug, utc_now())
 
     def write(connection: Connection) -> None:
@@ -374,6 +376,27 @@ async def list_api_keys(
         after=after,
     )
     return Page([_key_view(row) for row in rows], next_cursor)
+
+
+async def get_api_key(db: Database, principal: Principal, key_id: uuid.UUID) -> ApiKeyView:
+    """One API key of the caller's tenant (never the key itself).
+
+    Raises:
+        Forbidden: the credential lacks the ``admin`` scope.
+        NotFound: no such key in the tenant.
+    """
+    principal.require(Scope.ADMIN)
+    row = await db.run(
+        lambda connection: connection.execute(
+            select(*_KEY_COLUMNS).where(
+                API_KEYS.c.id == key_id, API_KEYS.c.tenant_id == principal.tenant_id
+            )
+        ).first(),
+        write=False,
+    )
+    if row is None:
+        raise NotFound(f"API key {key_id} does not exist")
+    return _key_view(row)
 
 
 async def revoke_api_key(db: Database, principal: Principal, key_id: uuid.UUID) -> None:

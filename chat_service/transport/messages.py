@@ -101,7 +101,9 @@ class MessageOut(BaseModel):
         description="`internal` notes are seen by the support side only."
     )
     author_id: uuid.UUID | None = Field(
-        description="The agent (or service key) that wrote it; null for customers."
+        description="The agent or service key that wrote it, or made the change an event "
+        "records; null for customers, the greeting, calls without a credential and "
+        "automatic events."
     )
     edited_at: datetime | None = Field(description="When the author last edited it (UTC).")
     deleted: bool = Field(description="True for a deleted message: its content is gone.")

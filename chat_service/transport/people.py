@@ -6,12 +6,27 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
-from chat_service.transport.messages import whole_number
+from chat_service.transport.messages import storable_text, whole_number
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}$")]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(storable_text),
+]
+Email = Annotated[
+    str,
+    StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}$"),
+    AfterValidator(storable_text),
+]
 RoleName = Literal["agent", "admin"]
 ScopeName = Literal["sessions:read", "sessions:write", "admin"]
 

@@ -85,7 +85,7 @@ MANAGE_SESSION = policy(
     foreign_agent=(404, 200),
     service_full=(200, 404),
     service_read_only=403,
-    service_write_only=(200, 404),
+    service_write_only=403,  # the answer shows the session: reading is needed too
 )
 OPEN_SESSION = policy(
     customer=403,
@@ -244,6 +244,7 @@ MATRIX: dict[tuple[str, str], tuple[Request, dict[str, tuple[int, int]]]] = {
         ADMIN_CREATE,
     ),
     ("/api-keys", "GET"): (fixed("/api-keys"), ADMIN_LIST),
+    ("/api-keys/<uuid:key_id>", "GET"): (key_path, ADMIN_OBJECT),
     ("/api-keys/<uuid:key_id>", "DELETE"): (key_path, ADMIN_DELETE),
 }
 
@@ -307,4 +308,6 @@ async def test_access_matrix(
                 assert response.headers["WWW-Authenticate"].startswith("Bearer")
             if response.status_code >= 400:
                 assert response.mimetype == "application/problem+json", (principal, text)
+            if response.status_code == 204:
+                assert not text
     assert not failures, "\n".join(failures)

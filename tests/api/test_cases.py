@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -348,3 +349,70 @@ async def test_unread_counts_follow_the_read_position(
     assert await unread(admin) == 4
     body = await problem_of(await agent.call("POST", f"/sessions/{own}/read", {"seq": 999}), 422)
     assert body["errors"][0]["pointer"] == "#/seq"
+
+
+async def test_duplicate_tags_are_one_tag(client: TestClientProtocol, world: World) -> None:
+    agent = as_(world, client, "agent")
+    path = f"/sessions/{world.own_session}"
+    assert (await agent.ok("PATCH", path, {"tags": ["vip", "vip", "a"]}))["tags"] == ["a", "vip"]
+
+
+async def test_the_answer_to_a_reopening_message_shows_the_reopened_session(
+    client: TestClientProtocol, world: World
+) -> None:
+    agent = as_(world, client, "agent")
+    customer = as_(world, client, "customer")
+    path = f"/sessions/{world.own_session}"
+    await agent.ok("PATCH", path, {"status": "resolved"})
+
+    posted = await customer.ok("POST", f"{path}/messages", {"content": "Again."}, 201)
+
+    assert posted["status"] == "pending"
+    assert posted["messages"][-1]["content"] == "Again."
+
+
+async def test_a_write_only_key_never_reads_the_session_through_its_writes(
+    client: TestClientProtocol, world: World
+) -> None:
+    writer = as_(world, client, "service_write_only")
+    path = f"/sessions/{world.own_session}"
+
+    posted = await writer.ok("POST", f"{path}/messages", {"content": "Order shipped."}, 201)
+
+    assert posted["content"] == "Order shipped."  # the message alone, not the session
+    assert "messages" not in posted
+    assert INTERNAL_A not in str(posted)
+    await problem_of(await writer.call("PATCH", path, {}), 403)
+
+
+@pytest.mark.parametrize("principal", ["service_full", "anonymous_local"])
+async def test_assignee_me_needs_an_agent(
+    client: TestClientProtocol, world: World, principal: str
+) -> None:
+    headers = world.headers.get(principal, {})
+    response = await client.get("/sessions?assignee=me", headers=headers)
+    if principal == "anonymous_local":
+        await problem_of(response, 401)  # production mode: no credential, no inbox
+        return
+    body = await problem_of(response, 422)
+    assert body["errors"][0]["parameter"] == "assignee"
+
+
+async def test_an_edit_and_a_deletion_at_once_never_leave_text_in_a_tombstone(
+    app: Quart, client: TestClientProtocol, world: World
+) -> None:
+    customer = as_(world, client, "customer")
+    path = f"/sessions/{world.own_session}/messages/{world.own_message}"
+    for round_ in range(10):
+        posted = await customer.ok(
+            "POST", f"/sessions/{world.own_session}/messages", {"content": f"m{round_}"}, 201
+        )
+        message = f"/sessions/{world.own_session}/messages/{posted['messages'][-1]['id']}"
+        await asyncio.gather(
+            customer.call("PATCH", message, {"content": f"edited {round_}"}),
+            customer.call("DELETE", message),
+        )
+        after = await customer.ok("GET", message)
+        assert after["deleted"] is True
+        assert after["content"] == ""
+    assert (await customer.ok("GET", path))["deleted"] is False

@@ -40,6 +40,7 @@ OPERATION_IDS = {
     ("/agents/{agent_id}", "patch"): "patch_update_agent",
     ("/api-keys", "post"): "post_create_api_key",
     ("/api-keys", "get"): "get_api_keys",
+    ("/api-keys/{key_id}", "get"): "get_api_key",
     ("/api-keys/{key_id}", "delete"): "delete_revoke_api_key",
 }
 
