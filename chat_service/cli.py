@@ -18,7 +18,7 @@ from chat_service import __version__, logs
 from chat_service.config import DEFAULT_CONFIG_FILE, Settings, SettingsError, load, masked
 from chat_service.errors import DomainError
 from chat_service.model import Database, Role
-from chat_service.services import people
+from chat_service.services import agents, api_keys, tenants
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +87,17 @@ async def _bootstrap(settings: Settings, args: argparse.Namespace) -> dict[str, 
     db = Database(settings.database.url.get_secret_value(), pool_size=1, max_overflow=0)
     try:
         if args.command == "create-tenant":
-            tenant = await people.create_tenant(db, slug=args.slug, name=args.name)
+            tenant = await tenants.create_tenant(db, slug=args.slug, name=args.name)
             return {"id": str(tenant.id), "slug": tenant.slug, "name": tenant.name}
-        tenant = await people.find_tenant(db, args.tenant)
-        admin = await people.add_agent(
+        tenant = await tenants.find_tenant(db, args.tenant)
+        admin = await agents.add_agent(
             db, tenant.id, name=args.name, email=args.email, role=Role.ADMIN
         )
-        key = await people.add_api_key(
+        key = await api_keys.add_api_key(
             db,
             tenant.id,
             name=f"{args.name} (created by create-admin)",
-            scopes=people.role_scopes(Role.ADMIN),
+            scopes=api_keys.role_scopes(Role.ADMIN),
             agent_id=admin.id,
         )
         return {

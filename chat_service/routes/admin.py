@@ -12,7 +12,8 @@ from chat_service.routes.auth import authenticated
 from chat_service.routes.bodies import json_body, page_limit, query_args
 from chat_service.routes.responses import json_response, no_content
 from chat_service.routes.state import app_state
-from chat_service.services import people
+from chat_service.services import agents as agent_service
+from chat_service.services import api_keys as key_service
 from chat_service.services.access import Principal, Scope
 from chat_service.transport.people import (
     AgentListOut,
@@ -43,7 +44,7 @@ tag_blueprint(blueprint, ["admin"])
 @document_response(Problem, 503)
 async def create_agent(data: NewAgent, principal: Principal) -> Response:
     """Add an agent or admin to the tenant (admins only)."""
-    agent = await people.create_agent(
+    agent = await agent_service.create_agent(
         app_state().db, principal, name=data.name, email=data.email, role=Role(data.role)
     )
     location = f"{request.root_path}/agents/{agent.id}"
@@ -64,7 +65,7 @@ async def create_agent(data: NewAgent, principal: Principal) -> Response:
 async def agents(query_args: PageQuery, principal: Principal) -> Response:
     """List the tenant's agents, oldest first (admins only)."""
     state = app_state()
-    page = await people.list_agents(
+    page = await agent_service.list_agents(
         state.db,
         state.cursors,
         principal,
@@ -83,7 +84,7 @@ async def agents(query_args: PageQuery, principal: Principal) -> Response:
 @document_response(Problem, 503)
 async def agent(agent_id: uuid.UUID, principal: Principal) -> Response:
     """Get one agent of the tenant (admins only)."""
-    found = await people.get_agent(app_state().db, principal, agent_id)
+    found = await agent_service.get_agent(app_state().db, principal, agent_id)
     return json_response(AgentOut.model_validate(found, from_attributes=True))
 
 
@@ -113,7 +114,7 @@ async def update_agent(agent_id: uuid.UUID, data: AgentPatch, principal: Princip
     }
     if "role" in changes:
         changes["role"] = Role(changes["role"])
-    found = await people.update_agent(app_state().db, principal, agent_id, changes)
+    found = await agent_service.update_agent(app_state().db, principal, agent_id, changes)
     return json_response(AgentOut.model_validate(found, from_attributes=True))
 
 
@@ -130,7 +131,7 @@ async def update_agent(agent_id: uuid.UUID, data: AgentPatch, principal: Princip
 @document_response(Problem, 503)
 async def create_api_key(data: NewApiKey, principal: Principal) -> Response:
     """Create an API key (admins only); the key is shown this once."""
-    key = await people.create_api_key(
+    key = await key_service.create_api_key(
         app_state().db,
         principal,
         name=data.name,
@@ -155,7 +156,7 @@ async def create_api_key(data: NewApiKey, principal: Principal) -> Response:
 async def api_keys(query_args: PageQuery, principal: Principal) -> Response:
     """List the tenant's API keys, revoked ones included (admins only)."""
     state = app_state()
-    page = await people.list_api_keys(
+    page = await key_service.list_api_keys(
         state.db,
         state.cursors,
         principal,
@@ -174,7 +175,7 @@ async def api_keys(query_args: PageQuery, principal: Principal) -> Response:
 @document_response(Problem, 503)
 async def api_key(key_id: uuid.UUID, principal: Principal) -> Response:
     """Get one API key of the tenant, without the key itself (admins only)."""
-    found = await people.get_api_key(app_state().db, principal, key_id)
+    found = await key_service.get_api_key(app_state().db, principal, key_id)
     return json_response(ApiKeyOut.model_validate(found, from_attributes=True))
 
 
@@ -189,5 +190,5 @@ async def revoke_api_key(key_id: uuid.UUID, principal: Principal) -> Response:
 
     Answers 204, again when the key was already revoked.
     """
-    await people.revoke_api_key(app_state().db, principal, key_id)
+    await key_service.revoke_api_key(app_state().db, principal, key_id)
     return no_content()

@@ -15,7 +15,7 @@ from chat_service.routes.preferences import prefers_minimal
 from chat_service.routes.problems import InvalidInput
 from chat_service.routes.responses import json_response, no_content
 from chat_service.routes.state import app_state
-from chat_service.services import messages
+from chat_service.services import edits, messages
 from chat_service.services.access import Principal
 from chat_service.transport.messages import (
     MessageEdit,
@@ -157,7 +157,7 @@ async def edit_message(
     sessions answer 409 or 403.
     """
     state = app_state()
-    edited = await messages.edit_message(
+    edited = await edits.edit_message(
         state.db,
         principal,
         session_id=session_id,
@@ -182,7 +182,7 @@ async def delete_message(
     Its author or an admin. The content is removed from the database; the message
     keeps its `seq` with `deleted: true`. Answers 204, again if already deleted.
     """
-    await messages.delete_message(
+    await edits.delete_message(
         app_state().db, principal, session_id=session_id, message_id=message_id
     )
     return no_content()

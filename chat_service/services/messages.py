@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -340,105 +340,3 @@ async def get_message(
     if row is None:
         raise NotFound(f"message {message_id} does not exist in session {session_id}")
     return MessageView.from_row(session_id, row)
-
-
-def _is_author(principal: Principal, author_type: AuthorType, author_id: uuid.UUID | None) -> bool:
-    if principal.is_customer:
-        return author_type is AuthorType.CUSTOMER
-    if principal.id is None:  # no credential (authentication off): what was written so
-        return author_id is None and author_type is not AuthorType.SYSTEM
-    return author_id == principal.id
-
-
-async def edit_message(
-    db: Database,
-    principal: Principal,
-    *,
-    session_id: uuid.UUID,
-    message_id: uuid.UUID,
-    content: str,
-    window_seconds: float,
-) -> MessageView:
-    """Replace the text of a message; only its author, within ``window_seconds``.
-
-    Raises:
-        Forbidden: the caller is not the author, or the message is an event.
-        NotFound: no such message in a session within the caller's reach.
-        Conflict: the edit window has passed, the message was deleted, or the
-            session is closed.
-        Unavailable: the database cannot be used right now.
-    """
-    principal.check_session(session_id, Scope.SESSIONS_WRITE)
-    now = utc_now()
-
-    def write(connection: Connection) -> MessageView:
-        message, status = _find_for_change(connection, principal, session_id, message_id)
-        if not _is_author(principal, message.author_type, message.author_id):
-            raise Forbidden("only its author can edit a message")
-        if message.deleted:
-            raise Conflict("the message was deleted")
-        if status is SessionStatus.CLOSED:
-            raise Conflict(f"session {session_id} is closed")
-        if (now - message.created_at).total_seconds() > window_seconds:
-            raise Conflict(f"messages can be edited for {window_seconds:g} s after posting")
-        connection.execute(
-            update(MESSAGES)
-            .where(MESSAGES.c.id == message_id)
-            .values(content=content, edited_at=now)
-        )
-        return replace(message, content=content, edited_at=now)
-
-    return await db.run(write, write=True)
-
-
-async def delete_message(
-    db: Database, principal: Principal, *, session_id: uuid.UUID, message_id: uuid.UUID
-) -> None:
-    """Delete a message's content, leaving a tombstone that keeps its ``seq``.
-
-    Its author may delete it at any time; so may the tenant's admins. Deleting a
-    deleted message changes nothing.
-
-    Raises:
-        Forbidden: the caller is neither the author nor an admin, or it is an event.
-        NotFound: no such message in a session within the caller's reach.
-        Unavailable: the database cannot be used right now.
-    """
-    principal.check_session(session_id, Scope.SESSIONS_WRITE)
-
-    def write(connection: Connection) -> None:
-        message, _ = _find_for_change(connection, principal, session_id, message_id)
-        admin = Scope.ADMIN in principal.scopes
-        if not admin and not _is_author(principal, message.author_type, message.author_id):
-            raise Forbidden("only its author or an admin can delete a message")
-        if not message.deleted:
-            connection.execute(
-                update(MESSAGES).where(MESSAGES.c.id == message_id).values(content="", deleted=True)
-            )
-
-    await db.run(write, write=True)
-
-
-def _find_for_change(
-    connection: Connection, principal: Principal, session_id: uuid.UUID, message_id: uuid.UUID
-) -> tuple[MessageView, SessionStatus]:
-    # Both rows locked until COMMIT (PostgreSQL; SQLite's writer holds the database):
-    # an edit and a deletion, or an edit and the session's closing, take turns.
-    row = connection.execute(
-        visible_to(
-            select(*MESSAGE_COLUMNS, SESSIONS.c.status)
-            .join(SESSIONS, SESSIONS.c.id == MESSAGES.c.session_id)
-            .where(
-                MESSAGES.c.id == message_id,
-                MESSAGES.c.session_id == session_id,
-                SESSIONS.c.tenant_id == principal.tenant_id,
-            ),
-            customer=principal.is_customer,
-        ).with_for_update()
-    ).first()
-    if row is None:
-        raise NotFound(f"message {message_id} does not exist in session {session_id}")
-    message = MessageView.from_row(session_id, row[:-1])
-    if message.kind is MessageKind.EVENT:
-        raise Forbidden("events cannot be changed")
-    return message, row[-1]

@@ -19,7 +19,7 @@ from quart.typing import TestClientProtocol
 
 from chat_service.model import Role
 from chat_service.routes.state import app_state
-from chat_service.services import people
+from chat_service.services import agents, api_keys, tenants
 from chat_service.services.access import Scope
 
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
@@ -72,19 +72,19 @@ class World:
 async def build_world(app: Quart, client: TestClientProtocol) -> World:
     db = app_state(app).db
     world = World()
-    acme = await people.create_tenant(db, slug="acme", name="ACME")
-    globex = await people.create_tenant(db, slug="globex", name="Globex")
+    acme = await tenants.create_tenant(db, slug="acme", name="ACME")
+    globex = await tenants.create_tenant(db, slug="globex", name="Globex")
 
     async def agent_key(tenant: uuid.UUID, role: Role, name: str) -> tuple[str, str]:
-        agent = await people.add_agent(db, tenant, name=name, email=None, role=role)
-        key = await people.add_api_key(
-            db, tenant, name=name, scopes=people.role_scopes(role), agent_id=agent.id
+        agent = await agents.add_agent(db, tenant, name=name, email=None, role=role)
+        key = await api_keys.add_api_key(
+            db, tenant, name=name, scopes=api_keys.role_scopes(role), agent_id=agent.id
         )
         assert key.key is not None
         return str(agent.id), key.key
 
     async def service_key(tenant: uuid.UUID, *scopes: Scope) -> tuple[str, str]:
-        key = await people.add_api_key(db, tenant, name="service", scopes=scopes, agent_id=None)
+        key = await api_keys.add_api_key(db, tenant, name="service", scopes=scopes, agent_id=None)
         assert key.key is not None
         return str(key.id), key.key
 

@@ -2,7 +2,7 @@
 
 Runs in production mode (``auth.required = true``) with agents' JWTs checked against a real
 local identity provider (``tests/jwks_server.py``) whose RS256 and ES256 keys rotate. State
-is made with ``chat_service.services.people`` (as the CLI does) and through the API.
+is made with the tenants, agents and api_keys services (as the CLI does) and through the API.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sqlalchemy import Table, select
 from chat_service.errors import InvalidField
 from chat_service.model import ApiKey, ChatSession, Message, Role
 from chat_service.routes.state import app_state
-from chat_service.services import people
+from chat_service.services import agents, api_keys, tenants
 from chat_service.services.access import Scope
 from tests.api.access_world import CURSOR_SECRET, agent_jwt, bearer
 from tests.factories import problem_of
@@ -137,19 +137,19 @@ class Tenant:
 
 async def make_tenant(app: Quart, slug: str) -> Tenant:
     db = app_state(app).db
-    tenant = await people.create_tenant(db, slug=slug, name=slug.title())
+    tenant = await tenants.create_tenant(db, slug=slug, name=slug.title())
 
     async def personal(role: Role, name: str) -> tuple[str, str]:
-        agent = await people.add_agent(db, tenant.id, name=name, email=None, role=role)
-        key = await people.add_api_key(
-            db, tenant.id, name=name, scopes=people.role_scopes(role), agent_id=agent.id
+        agent = await agents.add_agent(db, tenant.id, name=name, email=None, role=role)
+        key = await api_keys.add_api_key(
+            db, tenant.id, name=name, scopes=api_keys.role_scopes(role), agent_id=agent.id
         )
         assert key.key is not None
         return str(agent.id), key.key
 
     admin_id, admin_key = await personal(Role.ADMIN, f"{slug} admin")
     agent_id, agent_key = await personal(Role.AGENT, f"{slug} agent")
-    service = await people.add_api_key(
+    service = await api_keys.add_api_key(
         db,
         tenant.id,
         name="service",
@@ -924,4 +924,4 @@ async def test_a_tenant_slug_cannot_look_like_a_tenant_id(app: Quart) -> None:
     """A JWT's tenant claim is an id or a slug: a slug in the form of an id is refused."""
     acme = await make_tenant(app, "acme")
     with pytest.raises(InvalidField):
-        await people.create_tenant(app_state(app).db, slug=str(acme.id), name="impostor")
+        await tenants.create_tenant(app_state(app).db, slug=str(acme.id), name="impostor")
