@@ -15,6 +15,7 @@ from chat_service.routes.state import app_state
 from chat_service.services import agents as agent_service
 from chat_service.services import api_keys as key_service
 from chat_service.services.access import Principal, Scope
+from chat_service.transport.messages import PageQuery
 from chat_service.transport.people import (
     AgentListOut,
     AgentOut,
@@ -23,7 +24,6 @@ from chat_service.transport.people import (
     ApiKeyOut,
     NewAgent,
     NewApiKey,
-    PageQuery,
 )
 from chat_service.transport.problems import Problem
 

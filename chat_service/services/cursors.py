@@ -32,9 +32,7 @@ class CursorCodec:
 
     def encode(self, kind: str, scope: uuid.UUID, position: int) -> str:
         """A cursor for ``position`` in the list ``kind`` of ``scope``."""
-        packed = _POSITION.pack(position)
-        token = packed + self._mac(kind, scope, packed)
-        return base64.urlsafe_b64encode(token).rstrip(b"=").decode("ascii")
+        return self._sign(kind, scope, _POSITION.pack(position))
 
     def decode(self, kind: str, scope: uuid.UUID, cursor: str) -> int:
         """The position a cursor names.
@@ -42,23 +40,13 @@ class CursorCodec:
         Raises:
             InvalidCursor: the cursor is malformed, forged, or from another list.
         """
-        try:
-            token = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        except (binascii.Error, ValueError):
-            raise InvalidCursor("the cursor is not one this service issued") from None
-        packed, mac = token[: _POSITION.size], token[_POSITION.size :]
-        if len(packed) != _POSITION.size or not hmac.compare_digest(
-            mac, self._mac(kind, scope, packed)
-        ):
-            raise InvalidCursor("the cursor is not one this service issued for this list")
+        packed = self._verify(kind, scope, cursor, _POSITION.size)
         position: int = _POSITION.unpack(packed)[0]
         return position
 
     def encode_key(self, kind: str, scope: uuid.UUID, position: int, key: uuid.UUID) -> str:
         """A cursor for a position with a tie-breaking id (keyset pagination)."""
-        packed = _POSITION.pack(position) + key.bytes
-        token = packed + self._mac(kind, scope, packed)
-        return base64.urlsafe_b64encode(token).rstrip(b"=").decode("ascii")
+        return self._sign(kind, scope, _POSITION.pack(position) + key.bytes)
 
     def decode_key(self, kind: str, scope: uuid.UUID, cursor: str) -> tuple[int, uuid.UUID]:
         """The position and id an ``encode_key`` cursor names.
@@ -66,16 +54,23 @@ class CursorCodec:
         Raises:
             InvalidCursor: the cursor is malformed, forged, or from another list.
         """
+        packed = self._verify(kind, scope, cursor, _POSITION.size + 16)
+        position: int = _POSITION.unpack(packed[: _POSITION.size])[0]
+        return position, uuid.UUID(bytes=packed[_POSITION.size :])
+
+    def _sign(self, kind: str, scope: uuid.UUID, packed: bytes) -> str:
+        token = packed + self._mac(kind, scope, packed)
+        return base64.urlsafe_b64encode(token).rstrip(b"=").decode("ascii")
+
+    def _verify(self, kind: str, scope: uuid.UUID, cursor: str, size: int) -> bytes:
         try:
             token = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         except (binascii.Error, ValueError):
             raise InvalidCursor("the cursor is not one this service issued") from None
-        size = _POSITION.size + 16
         packed, mac = token[:size], token[size:]
         if len(packed) != size or not hmac.compare_digest(mac, self._mac(kind, scope, packed)):
             raise InvalidCursor("the cursor is not one this service issued for this list")
-        position: int = _POSITION.unpack(packed[: _POSITION.size])[0]
-        return position, uuid.UUID(bytes=packed[_POSITION.size :])
+        return packed
 
     def _mac(self, kind: str, scope: uuid.UUID, packed: bytes) -> bytes:
         message = kind.encode() + b"\0" + scope.bytes + packed

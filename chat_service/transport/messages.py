@@ -124,12 +124,12 @@ class MessagePageOut(BaseModel):
     )
 
 
-class MessagePageQuery(BaseModel):
-    """Query parameters of a page of messages."""
+class PageQuery(BaseModel):
+    """Query parameters of a page of any list."""
 
     model_config = ConfigDict(extra="forbid")
 
-    limit: int | None = Field(default=None, description="Messages per page.")
+    limit: int | None = Field(default=None, description="Items per page.")
     after: str | None = Field(
         default=None, max_length=256, description="`next_cursor` of the previous page."
     )
@@ -138,6 +138,10 @@ class MessagePageQuery(BaseModel):
     @classmethod
     def _digits_only(cls, value: object) -> object:
         return whole_number(value)
+
+
+class MessagePageQuery(PageQuery):
+    """Query parameters of a page of messages."""
 
 
 def whole_number(value: object) -> object:

@@ -15,7 +15,7 @@ from pydantic import (
     field_validator,
 )
 
-from chat_service.transport.messages import storable_text, whole_number
+from chat_service.transport.messages import storable_text
 
 Name = Annotated[
     str,
@@ -68,22 +68,6 @@ class AgentOut(BaseModel):
     )
     active: bool = Field(description="Whether the agent can sign in.")
     created_at: datetime = Field(description="When the agent was added (UTC).")
-
-
-class PageQuery(BaseModel):
-    """Paging of a list."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    limit: int | None = Field(default=None, description="Items per page.")
-    after: str | None = Field(
-        default=None, max_length=256, description="`next_cursor` of the previous page."
-    )
-
-    @field_validator("limit", mode="before")
-    @classmethod
-    def _digits_only(cls, value: object) -> object:
-        return whole_number(value)
 
 
 class AgentListOut(BaseModel):

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from chat_service.transport.messages import MessageOut, storable_text, whole_number
+from chat_service.transport.messages import MessageOut, PageQuery, storable_text
 
 
 class NewSession(BaseModel):
@@ -95,10 +95,8 @@ class SessionPatch(BaseModel):
         return uuid.UUID(value) if isinstance(value, str) else value
 
 
-class InboxQuery(BaseModel):
+class InboxQuery(PageQuery):
     """Filters and paging of the agents' inbox."""
-
-    model_config = ConfigDict(extra="forbid")
 
     status: str | None = Field(
         default=None,
@@ -108,7 +106,7 @@ class InboxQuery(BaseModel):
     assignee: str | None = Field(
         default=None,
         pattern=r"^(me|none|[0-9a-fA-F-]{32,36})$",
-        description="An agent's id, `me` (the caller) or `none` (unassigned).",
+        description="An agent's id, `me` (the calling agent) or `none` (unassigned).",
     )
     priority: Literal["low", "normal", "high", "urgent"] | None = Field(
         default=None, description="Only cases of this priority."
@@ -118,17 +116,9 @@ class InboxQuery(BaseModel):
         default=None,
         min_length=1,
         max_length=200,
-        description="Text to look for in the cases' messages (case-insensitive).",
+        description="Text to look for in the cases' messages, ignoring case (on SQLite, "
+        "for the letters A to Z only).",
     )
-    limit: int | None = Field(default=None, description="Sessions per page.")
-    after: str | None = Field(
-        default=None, max_length=256, description="`next_cursor` of the previous page."
-    )
-
-    @field_validator("limit", mode="before")
-    @classmethod
-    def _digits_only(cls, value: object) -> object:
-        return whole_number(value)
 
     @field_validator("q")
     @classmethod
