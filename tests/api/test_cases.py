@@ -416,3 +416,23 @@ async def test_an_edit_and_a_deletion_at_once_never_leave_text_in_a_tombstone(
         assert after["deleted"] is True
         assert after["content"] == ""
     assert (await customer.ok("GET", path))["deleted"] is False
+
+
+async def test_search_follows_edits_and_deletions(client: TestClientProtocol, world: World) -> None:
+    """The text index (a trigram index on both databases) tracks every change of text."""
+    customer = as_(world, client, "customer")
+    agent = as_(world, client, "agent")
+    own = world.own_session
+    path = f"/sessions/{own}/messages/{world.own_message}"
+
+    async def found(text: str) -> bool:
+        page = await agent.ok("GET", f"/sessions?q={text}")
+        return own in [item["id"] for item in page["items"]]
+
+    assert await found("secret-a-customer")
+    await customer.ok("PATCH", path, {"content": "Parcel ZX81 is lost"})
+    assert not await found("secret-a-customer")
+    assert await found("parcel zx81")
+    assert await found("zx")  # shorter than a trigram: still found
+    await customer.ok("DELETE", path, status=204)
+    assert not await found("zx81")
