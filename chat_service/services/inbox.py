@@ -12,6 +12,7 @@ from sqlalchemy import (
     Connection,
     Table,
     and_,
+    bindparam,
     column,
     false,
     func,
@@ -84,14 +85,15 @@ def _micros(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
-def unread_count(reader: uuid.UUID) -> Any:
+def _unread_count() -> Any:
     """Messages after the reader's last read ``seq`` from the customer or other agents.
 
     Counted: customers' messages, and messages of agents and service keys other than
     the reader. Not counted: events, tombstones, the reader's own messages and
     support-side messages without an author (the greeting, and those posted without
-    a credential while authentication is off).
+    a credential while authentication is off). The reader is the ``reader`` parameter.
     """
+    reader = bindparam("reader", type_=READS.c.reader_id.type)
     # Correlated to the listed session explicitly: nested two levels down, it would
     # otherwise get a FROM chat_sessions of its own and read any session's position.
     last_read = (
@@ -114,6 +116,10 @@ def unread_count(reader: uuid.UUID) -> Any:
         )
         .scalar_subquery()
     )
+
+
+# Built once: the inbox's columns, with each session's unread count for the reader.
+_INBOX_COLUMNS = (*SESSION_COLUMNS, _unread_count())
 
 
 def _sessions_with_text(q: str, dialect: str) -> Any:
@@ -181,14 +187,14 @@ async def list_inbox(
     if filters.q:
         conditions.append(SESSIONS.c.id.in_(_sessions_with_text(filters.q, db.dialect)))
     statement = (
-        select(*SESSION_COLUMNS, unread_count(principal.reader_id))
+        select(*_INBOX_COLUMNS)
         .where(*conditions)
         .order_by(SESSIONS.c.last_activity_at.desc(), SESSIONS.c.id.desc())
         .limit(limit + 1)
     )
 
     def read(connection: Connection) -> list[InboxItem]:
-        rows = connection.execute(statement).all()
+        rows = connection.execute(statement, {"reader": principal.reader_id}).all()
         ids = [row[0] for row in rows]
         tags: dict[uuid.UUID, list[str]] = {session_id: [] for session_id in ids}
         if ids:
