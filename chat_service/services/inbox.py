@@ -16,6 +16,7 @@ from sqlalchemy import (
     column,
     false,
     func,
+    literal,
     literal_column,
     or_,
     select,
@@ -49,6 +50,8 @@ from chat_service.services.views import SessionRow
 
 READS = cast(Table, SessionRead.__table__)
 INBOX_CURSOR = "inbox"
+# Unread messages are counted up to this many per session ("100" reads "100 or more").
+UNREAD_CAP = 100
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -92,6 +95,7 @@ def _unread_count() -> Any:
     the reader. Not counted: events, tombstones, the reader's own messages and
     support-side messages without an author (the greeting, and those posted without
     a credential while authentication is off). The reader is the ``reader`` parameter.
+    At most ``UNREAD_CAP``.
     """
     reader = bindparam("reader", type_=READS.c.reader_id.type)
     # Correlated to the listed session explicitly: nested two levels down, it would
@@ -102,8 +106,9 @@ def _unread_count() -> Any:
         .correlate(SESSIONS)
         .scalar_subquery()
     )
-    return (
-        select(func.count())
+    # Counted up to a cap: a session's cost stays bounded however much is unread.
+    countable = (
+        select(literal(1))
         .where(
             MESSAGES.c.session_id == SESSIONS.c.id,
             MESSAGES.c.seq > func.coalesce(last_read, 0),
@@ -114,8 +119,11 @@ def _unread_count() -> Any:
                 and_(MESSAGES.c.author_id.is_not(None), MESSAGES.c.author_id != reader),
             ),
         )
-        .scalar_subquery()
+        .correlate(SESSIONS)
+        .limit(UNREAD_CAP)
+        .subquery()
     )
+    return select(func.count()).select_from(countable).scalar_subquery()
 
 
 # Built once: the inbox's columns, with each session's unread count for the reader.

@@ -144,7 +144,8 @@ class InboxItemOut(BaseModel):
     last_seq: int = Field(description="The `seq` of the newest message or event.")
     unread_count: int = Field(
         description="Messages from the customer or other agents after the caller's last "
-        "read `seq` (see `POST /sessions/{id}/read`)."
+        "read `seq` (see `POST /sessions/{id}/read`), counted up to 100: 100 means 100 "
+        "or more."
     )
 
 

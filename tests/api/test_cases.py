@@ -436,3 +436,16 @@ async def test_search_follows_edits_and_deletions(client: TestClientProtocol, wo
     assert await found("zx")  # shorter than a trigram: still found
     await customer.ok("DELETE", path, status=204)
     assert not await found("zx81")
+
+
+async def test_unread_counts_stop_at_100(client: TestClientProtocol, world: World) -> None:
+    customer = as_(world, client, "customer")
+    agent = as_(world, client, "agent")
+    own = world.own_session
+    for index in range(100):
+        response = await customer.call(
+            "POST", f"/sessions/{own}/messages", {"content": f"ping {index}"}
+        )
+        assert response.status_code == 201
+    items = (await agent.ok("GET", "/sessions"))["items"]
+    assert next(item["unread_count"] for item in items if item["id"] == own) == 100
