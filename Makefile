@@ -18,7 +18,7 @@ export CHAT_SERVICE_TEST_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1
 help:
 	@echo "make run    install, migrate the SQLite database, serve on http://127.0.0.1:8080"
 	@echo "make test   ruff, mypy, import-linter and pytest on SQLite and PostgreSQL"
-	@echo "make bench  the full benchmark matrix (under 30 min); writes docs/benchmarks.md"
+	@echo "make bench  the full benchmark matrix (about 30 min); writes docs/benchmarks.md"
 	@echo "make bench-quick  a reduced benchmark run (about a minute) into bench/results/"
 
 $(POETRY):
