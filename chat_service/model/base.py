@@ -18,8 +18,6 @@ SCHEMA_REVISION = "0003"
 # authentication is not required.
 DEFAULT_TENANT_ID = uuid.UUID(int=0)
 DEFAULT_TENANT_SLUG = "default"
-# SQLite's full-text index of message text (FTS5, trigram), kept in step by triggers.
-SQLITE_TEXT_INDEX = "messages_fts"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -47,9 +45,7 @@ def schema_filter(dialect: str) -> Callable[..., bool]:
     difference on the others.
     """
 
-    def include(item: Any, name: str | None, kind: str, reflected: bool, _other: Any) -> bool:
-        if kind == "table" and reflected and (name or "").startswith(SQLITE_TEXT_INDEX):
-            return False  # the FTS5 table and its shadow tables: made by migration 0003
+    def include(item: Any, _name: str | None, kind: str, reflected: bool, _other: Any) -> bool:
         if kind != "index" or reflected:
             return True
         only_on = getattr(getattr(item, "_ddl_if", None), "dialect", None)

@@ -144,7 +144,7 @@ async def update_agent(
         row = connection.execute(
             select(*_AGENT_COLUMNS)
             .where(AGENTS.c.id == agent_id, AGENTS.c.tenant_id == principal.tenant_id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         ).first()
         if row is None:
             return None

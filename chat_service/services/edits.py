@@ -107,7 +107,7 @@ def _find_for_change(
                 SESSIONS.c.tenant_id == principal.tenant_id,
             ),
             customer=principal.is_customer,
-        ).with_for_update()
+        ).with_for_update(key_share=True)
     ).first()
     if row is None:
         raise NotFound(f"message {message_id} does not exist in session {session_id}")

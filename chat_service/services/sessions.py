@@ -197,7 +197,7 @@ def find_session(
     connection: Connection, principal: Principal, session_id: uuid.UUID, *, for_update: bool = False
 ) -> SessionRow | None:
     """The session's row, if it is in the caller's tenant (locked, ``for_update``)."""
-    statement = _SESSION.with_for_update() if for_update else _SESSION
+    statement = _SESSION.with_for_update(key_share=True) if for_update else _SESSION
     row = connection.execute(
         statement, {"session_id": session_id, "tenant_id": principal.tenant_id}
     ).first()
