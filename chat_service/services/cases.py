@@ -17,18 +17,17 @@ from sqlalchemy import Connection, Table, delete, insert, select, update
 from chat_service.errors import Conflict, InvalidField, NotFound
 from chat_service.model import (
     Agent,
-    AuthorType,
     Database,
-    MessageKind,
     Priority,
     SessionStatus,
     Visibility,
 )
-from chat_service.model.base import new_id, utc_now
+from chat_service.model.base import utc_now
 from chat_service.services.access import Principal, Scope
-from chat_service.services.messages import status_event
+from chat_service.services.messages import event_message, status_event
 from chat_service.services.sessions import (
     MESSAGES,
+    SESSION_COLUMNS,
     SESSIONS,
     TAGS,
     find_session,
@@ -124,15 +123,21 @@ async def update_case(
         rows = []
         for offset, (name, old, new, public) in enumerate(events, start=1):
             seq = session.last_seq + offset
+            if name in _COLUMN:
+                values[_COLUMN[name]] = new
             if name == "status_changed":
-                values["status"] = new
                 message = status_event(session.id, seq, old, new, now, author_id=principal.id)
             else:
-                values[_COLUMN.get(name, "")] = new
                 message = _event(session.id, seq, name, old, new, now, principal, public=public)
             rows.append(message.as_row())
-        values.pop("", None)
-        connection.execute(update(SESSIONS).where(SESSIONS.c.id == session.id).values(values))
+        updated = SessionRow(
+            *connection.execute(
+                update(SESSIONS)
+                .where(SESSIONS.c.id == session.id)
+                .values(values)
+                .returning(*SESSION_COLUMNS)
+            ).one()
+        )
         if change.tags is not None:
             connection.execute(delete(TAGS).where(TAGS.c.session_id == session.id))
             if change.tags:
@@ -141,8 +146,6 @@ async def update_case(
                     [{"session_id": session.id, "tag": tag} for tag in sorted(set(change.tags))],
                 )
         connection.execute(insert(MESSAGES), rows)
-        updated = find_session(connection, principal, session_id)
-        assert updated is not None  # noqa: S101 - written just above, in this transaction
         return recent_messages(
             connection, updated, limit=inline_limit, up_to=updated.last_seq, customer=False
         )
@@ -153,7 +156,12 @@ async def update_case(
     return view
 
 
-_COLUMN = {"assignee_changed": "assignee_id", "priority_changed": "priority"}
+# The column each event changes (tags live in their own table).
+_COLUMN = {
+    "status_changed": "status",
+    "assignee_changed": "assignee_id",
+    "priority_changed": "priority",
+}
 
 
 def _plan(
@@ -220,17 +228,14 @@ def _event(
         return value.value if isinstance(value, Priority) else value
 
     label = name.removesuffix("_changed").replace("_", " ")
-    return MessageView(
-        new_id(),
+    return event_message(
         session_id,
         seq,
-        AuthorType.SYSTEM,
-        f"{label.capitalize()} changed from {_show(plain(old))} to {_show(plain(new))}.",
         now,
-        kind=MessageKind.EVENT,
+        text=f"{label.capitalize()} changed from {_show(plain(old))} to {_show(plain(new))}.",
+        event={"name": name, "from": plain(old), "to": plain(new)},
         visibility=Visibility.PUBLIC if public else Visibility.INTERNAL,
         author_id=principal.id,
-        event={"name": name, "from": plain(old), "to": plain(new)},
     )
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, update
 
 from chat_service.errors import Conflict, Forbidden, NotFound
 from chat_service.model import AuthorType, Database, MessageKind, SessionStatus
 from chat_service.model.base import utc_now
 from chat_service.services.access import Principal, Scope
-from chat_service.services.sessions import MESSAGE_COLUMNS, MESSAGES, SESSIONS, visible_to
+from chat_service.services.sessions import MESSAGES, SESSIONS, message_in_reach
 from chat_service.services.views import MessageView
 
 
@@ -98,16 +98,9 @@ def _find_for_change(
     # Both rows locked until COMMIT (PostgreSQL; SQLite's writer holds the database):
     # an edit and a deletion, or an edit and the session's closing, take turns.
     row = connection.execute(
-        visible_to(
-            select(*MESSAGE_COLUMNS, SESSIONS.c.status)
-            .join(SESSIONS, SESSIONS.c.id == MESSAGES.c.session_id)
-            .where(
-                MESSAGES.c.id == message_id,
-                MESSAGES.c.session_id == session_id,
-                SESSIONS.c.tenant_id == principal.tenant_id,
-            ),
-            customer=principal.is_customer,
-        ).with_for_update(key_share=True)
+        message_in_reach(principal, session_id, message_id, SESSIONS.c.status).with_for_update(
+            key_share=True
+        )
     ).first()
     if row is None:
         raise NotFound(f"message {message_id} does not exist in session {session_id}")

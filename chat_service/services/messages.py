@@ -28,6 +28,7 @@ from chat_service.services.sessions import (
     MESSAGES,
     SESSION_COLUMNS,
     SESSIONS,
+    message_in_reach,
     recent_messages,
     visible_to,
 )
@@ -241,6 +242,31 @@ def _reopen(
     return event.as_row(), row
 
 
+def event_message(
+    session_id: uuid.UUID,
+    seq: int,
+    now: datetime,
+    *,
+    text: str,
+    event: dict[str, Any],
+    visibility: Visibility = Visibility.PUBLIC,
+    author_id: uuid.UUID | None = None,
+) -> MessageView:
+    """A system event in a session's history: ``text`` for people, ``event`` for code."""
+    return MessageView(
+        new_id(),
+        session_id,
+        seq,
+        AuthorType.SYSTEM,
+        text,
+        now,
+        kind=MessageKind.EVENT,
+        visibility=visibility,
+        author_id=author_id,
+        event=event,
+    )
+
+
 def status_event(
     session_id: uuid.UUID,
     seq: int,
@@ -258,17 +284,7 @@ def status_event(
     text = f"Status changed from {old.value} to {new.value}."
     if reason == "customer_message":
         text = f"Reopened by the customer's message: {old.value} to {new.value}."
-    return MessageView(
-        new_id(),
-        session_id,
-        seq,
-        AuthorType.SYSTEM,
-        text,
-        now,
-        kind=MessageKind.EVENT,
-        author_id=author_id,
-        event=event,
-    )
+    return event_message(session_id, seq, now, text=text, event=event, author_id=author_id)
 
 
 @cancel_safe
@@ -326,16 +342,7 @@ async def get_message(
         Unavailable: the database cannot be used right now.
     """
     principal.check_session(session_id, Scope.SESSIONS_READ)
-    statement = visible_to(
-        select(*MESSAGE_COLUMNS)
-        .join(SESSIONS, SESSIONS.c.id == MESSAGES.c.session_id)
-        .where(
-            MESSAGES.c.id == message_id,
-            MESSAGES.c.session_id == session_id,
-            SESSIONS.c.tenant_id == principal.tenant_id,
-        ),
-        customer=principal.is_customer,
-    )
+    statement = message_in_reach(principal, session_id, message_id)
     row = await db.run(lambda connection: connection.execute(statement).first(), write=False)
     if row is None:
         raise NotFound(f"message {message_id} does not exist in session {session_id}")

@@ -65,6 +65,25 @@ def visible_to(statement: Select[Any], *, customer: bool) -> Select[Any]:
     return statement
 
 
+def message_in_reach(
+    principal: Principal, session_id: uuid.UUID, message_id: uuid.UUID, *extra: Any
+) -> Select[Any]:
+    """One message of a session in the caller's tenant; a customer never gets a note.
+
+    Selects ``MESSAGE_COLUMNS``, then ``extra`` columns of its session.
+    """
+    return visible_to(
+        select(*MESSAGE_COLUMNS, *extra)
+        .join(SESSIONS, SESSIONS.c.id == MESSAGES.c.session_id)
+        .where(
+            MESSAGES.c.id == message_id,
+            MESSAGES.c.session_id == session_id,
+            SESSIONS.c.tenant_id == principal.tenant_id,
+        ),
+        customer=principal.is_customer,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _NewSession:
     session: SessionRow
