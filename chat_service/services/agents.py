@@ -13,7 +13,7 @@ from chat_service.errors import Conflict, NotFound
 from chat_service.model import Agent, Database, Role, new_id, utc_now
 from chat_service.services.access import Principal, Scope
 from chat_service.services.cursors import CursorCodec
-from chat_service.services.paging import Page, tenant_page
+from chat_service.services.paging import Page, tenant_page, tenant_row
 
 AGENTS = cast(Table, Agent.__table__)
 
@@ -111,14 +111,7 @@ async def get_agent(db: Database, principal: Principal, agent_id: uuid.UUID) -> 
         NotFound: no such agent in the tenant.
     """
     principal.require(Scope.ADMIN)
-    row = await db.run(
-        lambda connection: connection.execute(
-            select(*_AGENT_COLUMNS).where(
-                AGENTS.c.id == agent_id, AGENTS.c.tenant_id == principal.tenant_id
-            )
-        ).first(),
-        write=False,
-    )
+    row = await tenant_row(db, principal, table=AGENTS, columns=_AGENT_COLUMNS, row_id=agent_id)
     if row is None:
         raise NotFound(f"agent {agent_id} does not exist")
     return AgentView(*row)

@@ -16,7 +16,7 @@ from chat_service.services.access import ROLE_SCOPES, Principal, Scope
 from chat_service.services.agents import get_agent
 from chat_service.services.credentials import API_KEY_PREFIX, new_secret
 from chat_service.services.cursors import CursorCodec
-from chat_service.services.paging import Page, tenant_page
+from chat_service.services.paging import Page, tenant_page, tenant_row
 
 API_KEYS = cast(Table, ApiKey.__table__)
 # How many characters of a key are kept in clear, to tell keys apart in lists.
@@ -157,14 +157,7 @@ async def get_api_key(db: Database, principal: Principal, key_id: uuid.UUID) -> 
         NotFound: no such key in the tenant.
     """
     principal.require(Scope.ADMIN)
-    row = await db.run(
-        lambda connection: connection.execute(
-            select(*_KEY_COLUMNS).where(
-                API_KEYS.c.id == key_id, API_KEYS.c.tenant_id == principal.tenant_id
-            )
-        ).first(),
-        write=False,
-    )
+    row = await tenant_row(db, principal, table=API_KEYS, columns=_KEY_COLUMNS, row_id=key_id)
     if row is None:
         raise NotFound(f"API key {key_id} does not exist")
     return _key_view(row)

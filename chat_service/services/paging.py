@@ -1,4 +1,4 @@
-"""Keyset paging of a tenant's rows by their time-ordered ids."""
+"""A tenant's rows: one by id, or a page at a time by their time-ordered ids."""
 
 from __future__ import annotations
 
@@ -46,3 +46,13 @@ async def tenant_page(
         rows = rows[:limit]
         next_cursor = cursors.encode_key(kind, principal.tenant_id, 0, rows[-1].id)
     return list(rows), next_cursor
+
+
+async def tenant_row(
+    db: Database, principal: Principal, *, table: Table, columns: Sequence[Any], row_id: Any
+) -> Any:
+    """The row of ``table`` with ``row_id`` in the caller's tenant, or None."""
+    statement = select(*columns).where(
+        table.c.id == row_id, table.c.tenant_id == principal.tenant_id
+    )
+    return await db.run(lambda connection: connection.execute(statement).first(), write=False)
