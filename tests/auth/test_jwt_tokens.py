@@ -139,9 +139,11 @@ async def test_leeway_accepts_small_clock_skew(make_verifier: MakeVerifier) -> N
 @pytest.mark.parametrize(
     ("overrides", "detail"),
     [
-        ({"exp": int(time.time()) - 120}, "token has expired"),
-        ({"nbf": int(time.time()) + 120}, "token is not yet valid"),
-        ({"iat": int(time.time()) + 120}, "token is not yet valid"),
+        # Times as offsets from when the test runs (not from collection: a long run
+        # would carry "120 s from now" into the past).
+        ({"exp": -120}, "token has expired"),
+        ({"nbf": 120}, "token is not yet valid"),
+        ({"iat": 120}, "token is not yet valid"),
         ({"iss": "https://evil.example/"}, "token issuer is not accepted"),
         ({"iss": None}, "token has no 'iss' claim"),
         ({"aud": "another-service"}, "token audience is not accepted"),
@@ -161,6 +163,11 @@ async def test_leeway_accepts_small_clock_skew(make_verifier: MakeVerifier) -> N
 async def test_invalid_claims_are_rejected(
     make_verifier: MakeVerifier, overrides: dict[str, Any], detail: str
 ) -> None:
+    now = int(time.time())
+    overrides = {
+        name: now + value if name in {"exp", "nbf", "iat"} and type(value) is int else value
+        for name, value in overrides.items()
+    }
     token = jwt.encode(claims(**overrides), SECRET, algorithm="HS256")
     assert await rejected(make_verifier(), token) == detail
 
