@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from quart import Quart
 from quart_schema import Info, PydanticDumpOptions, QuartSchema
+from sqlalchemy import make_url
 
 from chat_service import __version__, routes
 from chat_service.config import Settings
 from chat_service.model import Database
+from chat_service.realtime import Bus, MemoryBus, PostgresBus, RedisBus
 from chat_service.routes.auth import SECURITY_SCHEMES
 from chat_service.routes.openapi import OpenAPIProvider
-from chat_service.routes.state import EXTENSION_KEY, AppState
+from chat_service.routes.state import EXTENSION_KEY, AppState, app_state
 from chat_service.services.cursors import CursorCodec
 from chat_service.services.jwt_tokens import JwtVerifier
+from chat_service.services.live import LiveHub
 
 DESCRIPTION = """\
 A customer-support chat backend. Customers open chat sessions and post messages;
@@ -64,12 +67,52 @@ def create_app(settings: Settings) -> Quart:
         jwks_cache_seconds=auth.jwks_cache_seconds,
         jwks_min_refresh_seconds=auth.jwks_min_refresh_seconds,
     )
-    app.extensions[EXTENSION_KEY] = AppState(settings=settings, db=db, cursors=cursors, jwt=jwt)
+    live = live_hub(settings, db)
+    app.extensions[EXTENSION_KEY] = AppState(
+        settings=settings, db=db, cursors=cursors, jwt=jwt, live=live
+    )
     routes.register(app)
+
+    @app.before_serving
+    async def start_live() -> None:
+        await live.start()
 
     @app.after_serving
     async def close_resources() -> None:
+        await live.close()
         await jwt.aclose()
         await db.dispose()
 
     return app
+
+
+def live_hub(settings: Settings, db: Database) -> LiveHub:
+    """The live hub with the event bus that ``settings.live`` chooses."""
+    live = settings.live
+    bus: Bus
+    if settings.live_bus == "postgres":
+        url = make_url(settings.database.url.get_secret_value()).set(drivername="postgresql")
+        dsn = url.render_as_string(hide_password=False)
+        bus = PostgresBus(dsn, live.channel, reconnect_max_seconds=live.reconnect_max_seconds)
+    elif settings.live_bus == "redis":
+        bus = RedisBus(
+            live.redis_url.get_secret_value(),
+            live.channel,
+            reconnect_max_seconds=live.reconnect_max_seconds,
+        )
+    else:
+        bus = MemoryBus()
+    return LiveHub(
+        db,
+        bus,
+        queue_events=live.queue_events,
+        heartbeat_seconds=live.heartbeat_seconds,
+        resync_seconds=live.resync_seconds,
+        tenant_replay_seconds=live.tenant_replay_seconds,
+        typing_interval_seconds=live.typing_interval_seconds,
+    )
+
+
+def begin_shutdown(app: Quart) -> None:
+    """Close the live connections (WebSocket 1001) as the server starts stopping."""
+    app_state(app).live.shutdown()

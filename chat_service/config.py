@@ -154,6 +154,64 @@ class AuthSettings:
     )
 
 
+def _redis_url(_instance: object, _attribute: object, value: Secret[str]) -> None:
+    url = value.get_secret_value()
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("live.redis_url must start with redis://, rediss:// or unix://")
+
+
+@attrs.frozen
+class LiveSettings:
+    """Live delivery: the event bus between processes, and each live connection."""
+
+    bus: Literal["auto", "memory", "postgres", "redis"] = ts.option(
+        default="auto",
+        help="How processes tell each other of new events. auto: postgres (LISTEN/NOTIFY) "
+        "on PostgreSQL, memory (this process only) on SQLite; redis: Redis pub/sub.",
+    )
+    redis_url: Secret[str] = ts.secret(
+        default=Secret(""), help="redis://host:port/db, for bus = redis.", validator=_redis_url
+    )
+    channel: str = ts.option(
+        default="chat_service_events",
+        help="The NOTIFY channel or Redis channel the processes share.",
+        validator=attrs.validators.matches_re(r"[a-z_][a-z0-9_]{0,62}"),
+    )
+    heartbeat_seconds: float = ts.option(
+        default=15.0,
+        validator=_positive,
+        help="An idle live connection gets an SSE comment or a WebSocket ping this often.",
+    )
+    queue_events: int = ts.option(
+        default=1000,
+        validator=_positive,
+        help="Events one connection may have waiting; beyond that it is closed and resumes.",
+    )
+    ticket_seconds: float = ts.option(
+        default=30.0, validator=_positive, help="How long a live ticket may be used."
+    )
+    typing_interval_seconds: float = ts.option(
+        default=2.0,
+        validator=_positive,
+        help="At most one typing event per client and session this often.",
+    )
+    resync_seconds: float = ts.option(
+        default=30.0,
+        validator=_positive,
+        help="Each process re-reads its live sessions this often, in case a notification "
+        "was lost (a process that died between COMMIT and publishing).",
+    )
+    tenant_replay_seconds: float = ts.option(
+        default=30.0,
+        validator=attrs.validators.ge(0),
+        help="A resumed tenant stream replays sessions changed this long before its "
+        "position too: a write committed late may carry an earlier time.",
+    )
+    reconnect_max_seconds: float = ts.option(
+        default=10.0, validator=_positive, help="Longest wait between bus reconnections."
+    )
+
+
 @attrs.frozen
 class LogSettings:
     """Logging output."""
@@ -175,6 +233,7 @@ class Settings:
     sessions: SessionSettings = SessionSettings()
     security: SecuritySettings = SecuritySettings()
     auth: AuthSettings = AuthSettings()
+    live: LiveSettings = LiveSettings()
     log: LogSettings = LogSettings()
 
     def __attrs_post_init__(self) -> None:
@@ -190,9 +249,25 @@ class Settings:
             # meant for this service may be accepted.
             if not self.auth.jwt_audience:
                 raise ValueError("auth.jwt_audience is required for RS256 and ES256")
+        if self.live.bus == "redis" and not self.live.redis_url.get_secret_value():
+            raise ValueError("live.redis_url is required for live.bus = redis")
+        if self.live.bus == "postgres" and self.database_dialect != "postgresql":
+            raise ValueError("live.bus = postgres needs a PostgreSQL database.url")
         if self.auth.required:
             # Production mode: cursors must be signed with a real, shared key.
             _check_secret("security.cursor_secret", self.security.cursor_secret)
+
+    @property
+    def database_dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return make_url(self.database.url.get_secret_value()).get_backend_name()
+
+    @property
+    def live_bus(self) -> Literal["memory", "postgres", "redis"]:
+        """The event bus in use (``auto`` resolved by the database)."""
+        if self.live.bus != "auto":
+            return self.live.bus
+        return "postgres" if self.database_dialect == "postgresql" else "memory"
 
 
 def _check_secret(name: str, value: Secret[str]) -> None:

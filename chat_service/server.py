@@ -25,7 +25,7 @@ from hypercorn.utils import wrap_app
 from typed_settings.types import Secret
 
 from chat_service import logs
-from chat_service.app import create_app
+from chat_service.app import begin_shutdown, create_app
 from chat_service.config import Settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,10 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.accesslog = logging.getLogger("hypercorn.access") if settings.log.access_log else None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.access_log_format = logs.ACCESS_LOG_FORMAT
+    # A WebSocket frame above the body limit closes the connection with 1009. (Idle
+    # WebSockets get the application's heartbeat frames rather than Hypercorn's pings,
+    # whose timer holds each closed connection open until its next tick.)
+    config.websocket_max_message_size = settings.http.max_body_bytes
     return config
 
 
@@ -145,11 +149,17 @@ async def _serve_async(
     if shutdown_event is not None:
         loop.run_in_executor(None, _wait_then_set, shutdown_event, loop, stop)
     log.info("serving on %s", ", ".join(config.bind))
+
+    async def stopping() -> None:
+        await stop.wait()
+        # Live streams would otherwise hold the graceful wait to its end.
+        begin_shutdown(app)
+
     await worker_serve(
         wrap_app(app, config.wsgi_max_body_size, "asgi"),
         config,
         sockets=sockets,
-        shutdown_trigger=stop.wait,
+        shutdown_trigger=stopping,
     )
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from chat_service.app import create_app
 from chat_service.model import DEFAULT_TENANT_SLUG, Database
 from chat_service.routes.state import app_state
+from tests.live_support import LiveServer, live_server
 from tests.support import (
     alembic_upgrade,
     load_test_settings,
@@ -60,6 +61,18 @@ async def app(
 
 
 @pytest.fixture
+async def server(
+    database_url: str, settings_overrides: dict[str, dict[str, Any]]
+) -> AsyncIterator[LiveServer]:
+    """The application served by Hypercorn on 127.0.0.1, on a wiped database."""
+    sections = {**settings_overrides}
+    sections["database"] = {**sections.get("database", {}), "url": database_url}
+    async with live_server(load_test_settings(**sections)) as running:
+        await wipe(app_state(running.app).db)
+        yield running
+
+
+@pytest.fixture
 def client(app: Quart) -> TestClientProtocol:
     return app.test_client()
 
@@ -69,7 +82,15 @@ def db(app: Quart) -> Database:
     return app_state(app).db
 
 
-WIPED_TABLES = ("messages", "session_tags", "session_reads", "chat_sessions", "api_keys", "agents")
+WIPED_TABLES = (
+    "live_tickets",
+    "messages",
+    "session_tags",
+    "session_reads",
+    "chat_sessions",
+    "api_keys",
+    "agents",
+)
 
 
 async def wipe(db: Database) -> None:

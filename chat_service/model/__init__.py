@@ -17,7 +17,7 @@ from chat_service.model.chat_session import (
 )
 from chat_service.model.database import Database, cancel_safe
 from chat_service.model.message import AuthorType, Message, MessageKind, Visibility
-from chat_service.model.people import Agent, ApiKey, Role, Tenant
+from chat_service.model.people import Agent, ApiKey, LiveTicket, Role, Tenant
 
 __all__ = [
     "DEFAULT_TENANT_ID",
@@ -29,6 +29,7 @@ __all__ = [
     "Base",
     "ChatSession",
     "Database",
+    "LiveTicket",
     "Message",
     "MessageKind",
     "Priority",

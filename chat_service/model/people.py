@@ -72,3 +72,27 @@ class ApiKey(Base):
     scopes: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+
+
+class LiveTicket(Base):
+    """A short-lived, single-use pass to a live stream.
+
+    For clients that cannot send an ``Authorization`` header (browsers opening a
+    WebSocket or an EventSource).
+
+    It holds what the credential that asked for it allowed; only its SHA-256 hash is
+    stored, and using it deletes it.
+    """
+
+    __tablename__ = "live_tickets"
+
+    ticket_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    principal_id: Mapped[uuid.UUID | None]
+    role: Mapped[str | None] = mapped_column(String(16))
+    session_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("chat_sessions.id", ondelete="CASCADE")
+    )
+    scopes: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -48,8 +48,16 @@ async def current_principal() -> Principal:
         Unauthenticated: no credential where one is required, or a credential that
             is malformed, unknown, revoked or expired.
     """
+    return await principal_from(request.headers.get("Authorization"))
+
+
+async def principal_from(header: str | None) -> Principal:
+    """The caller an ``Authorization`` header value names (None: no header).
+
+    Raises:
+        Unauthenticated: as ``current_principal``.
+    """
     state = app_state()
-    header = request.headers.get("Authorization")
     if header is None:
         if state.settings.auth.required:
             raise Unauthenticated("this request needs a credential: Authorization: Bearer ...")

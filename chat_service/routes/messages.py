@@ -66,6 +66,7 @@ async def create_message(session_id: uuid.UUID, data: NewMessage, principal: Pri
     posted = await messages.post_message(
         state.db,
         principal,
+        publish=state.live.publish,
         session_id=session_id,
         author_type=None if data.author_type is None else AuthorType(data.author_type),
         visibility=Visibility(data.visibility),
@@ -164,6 +165,7 @@ async def edit_message(
         message_id=message_id,
         content=data.content,
         window_seconds=state.settings.sessions.edit_window_seconds,
+        publish=state.live.publish,
     )
     return json_response(MessageOut.model_validate(edited, from_attributes=True))
 
@@ -182,7 +184,12 @@ async def delete_message(
     Its author or an admin. The content is removed from the database; the message
     keeps its `seq` with `deleted: true`. Answers 204, again if already deleted.
     """
+    state = app_state()
     await edits.delete_message(
-        app_state().db, principal, session_id=session_id, message_id=message_id
+        state.db,
+        principal,
+        session_id=session_id,
+        message_id=message_id,
+        publish=state.live.publish,
     )
     return no_content()

@@ -50,14 +50,38 @@ def problem(
     status: int, title: str, *, detail: str, kind: str | None = None, **extra: Any
 ) -> Response:
     """An ``application/problem+json`` response."""
-    body = {
+    body = problem_body(status, title, detail=detail, kind=kind, **extra)
+    return Response(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
+
+
+def problem_body(
+    status: int, title: str, *, detail: str, kind: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The members of a problem document."""
+    return {
         "type": f"urn:chat-service:problem:{kind}" if kind else "about:blank",
         "title": title,
         "status": status,
         "detail": detail,
         **extra,
     }
-    return Response(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
+
+
+def problem_for(error: Exception) -> dict[str, Any] | None:
+    """The problem document for a domain or input error; None for anything else.
+
+    For errors that do not travel as an HTTP response (WebSocket frames).
+    """
+    if isinstance(error, InvalidField):
+        return _invalid_body([{"detail": error.detail, "pointer": error.pointer}])
+    if isinstance(error, InvalidInput):
+        return _invalid_body(error.errors)
+    if isinstance(error, ValidationError):
+        return _invalid_body(field_errors(error, location="body"))
+    if isinstance(error, DomainError):
+        status = next((s for cls, s in STATUS.items() if isinstance(error, cls)), 500)
+        return problem_body(status, error.title, kind=error.code, detail=error.detail)
+    return None
 
 
 def field_errors(error: ValidationError, *, location: str) -> list[dict[str, str]]:
@@ -142,12 +166,16 @@ def register(app: Quart) -> None:
 
 
 def _invalid(errors: list[Any]) -> Response:
-    return problem(
+    return Response(json.dumps(_invalid_body(errors)), status=422, mimetype=PROBLEM_MIMETYPE)
+
+
+def _invalid_body(errors: Sequence[Any]) -> dict[str, Any]:
+    return problem_body(
         422,
         "Request is not valid",
         kind="validation-error",
         detail="One or more inputs are not valid; see errors.",
-        errors=errors,
+        errors=list(errors),
     )
 
 

@@ -53,7 +53,10 @@ async def create_session(data: NewSession, principal: Principal) -> Response:
     """
     state = app_state()
     view = await sessions.open_session(
-        state.db, principal, greeting=state.settings.sessions.default_message
+        state.db,
+        principal,
+        publish=state.live.publish,
+        greeting=state.settings.sessions.default_message,
     )
     location = f"{request.root_path}/sessions/{view.id}"  # as in messages.create_message
     return json_response(
@@ -123,6 +126,7 @@ async def update_session(
         session_id=session_id,
         change=change,
         inline_limit=state.settings.limits.session_inline_messages,
+        publish=state.live.publish,
     )
     return json_response(SessionOut.model_validate(view, from_attributes=True))
 
@@ -205,5 +209,8 @@ async def mark_read(session_id: uuid.UUID, data: ReadMarker, principal: Principa
     Support side only: sets the caller's last read `seq`, which the inbox's unread
     counts start from. It never moves back. Answers 204.
     """
-    await inbox_service.mark_read(app_state().db, principal, session_id=session_id, seq=data.seq)
+    state = app_state()
+    await inbox_service.mark_read(
+        state.db, principal, session_id=session_id, seq=data.seq, publish=state.live.publish
+    )
     return no_content()

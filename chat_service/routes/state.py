@@ -10,6 +10,7 @@ from chat_service.config import Settings
 from chat_service.model import Database
 from chat_service.services.cursors import CursorCodec
 from chat_service.services.jwt_tokens import JwtVerifier
+from chat_service.services.live import LiveHub
 
 EXTENSION_KEY = "chat_service"
 
@@ -22,6 +23,7 @@ class AppState:
     db: Database
     cursors: CursorCodec
     jwt: JwtVerifier
+    live: LiveHub
 
 
 def app_state(app: Quart | None = None) -> AppState:

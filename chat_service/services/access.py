@@ -67,8 +67,15 @@ class Principal:
 
     @property
     def reader_id(self) -> uuid.UUID:
-        """Whose read position counts for unread counts."""
+        """Whose read position counts for unread counts (a customer's: the session's id)."""
+        if self.is_customer and self.session_id is not None:
+            return self.session_id
         return self.id or uuid.UUID(int=0)
+
+    @property
+    def actor(self) -> tuple[str, uuid.UUID | None]:
+        """How live events name the caller: its kind and id (a customer has no id)."""
+        return self.kind.value, None if self.is_customer else self.id
 
     def require(self, scope: Scope) -> None:
         """Raise ``Forbidden`` unless the credential has ``scope``."""

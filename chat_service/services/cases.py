@@ -23,6 +23,7 @@ from chat_service.model import (
     Visibility,
 )
 from chat_service.model.base import utc_now
+from chat_service.realtime import Notice, NoticeKind, Publisher
 from chat_service.services.access import Principal, Scope
 from chat_service.services.messages import event_message, status_event
 from chat_service.services.sessions import (
@@ -82,6 +83,7 @@ async def update_case(
     session_id: uuid.UUID,
     change: CaseChange,
     inline_limit: int,
+    publish: Publisher,
 ) -> SessionView:
     """Apply ``change`` to a session and record each change as an event.
 
@@ -101,7 +103,7 @@ async def update_case(
     # The answer is the session with its messages: only for callers that may read it.
     principal.require(Scope.SESSIONS_READ)
 
-    def write(connection: Connection) -> SessionView | None:
+    def write(connection: Connection) -> tuple[SessionView, bool] | None:
         session = find_session(connection, principal, session_id, for_update=True)
         if session is None:
             return None
@@ -111,9 +113,10 @@ async def update_case(
             raise InvalidField("not an active agent of this tenant", pointer="#/assignee_id")
         events = _plan(connection, session, change)
         if not events:
-            return recent_messages(
+            unchanged = recent_messages(
                 connection, session, limit=inline_limit, up_to=session.last_seq, customer=False
             )
+            return unchanged, False
         now = utc_now()
         values: dict[str, Any] = {
             "last_seq": session.last_seq + len(events),
@@ -146,13 +149,19 @@ async def update_case(
                     [{"session_id": session.id, "tag": tag} for tag in sorted(set(change.tags))],
                 )
         connection.execute(insert(MESSAGES), rows)
-        return recent_messages(
+        view = recent_messages(
             connection, updated, limit=inline_limit, up_to=updated.last_seq, customer=False
         )
+        return view, True
 
-    view = await db.run(write, write=True)
-    if view is None:
+    result = await db.run(write, write=True)
+    if result is None:
         raise NotFound(f"session {session_id} does not exist")
+    view, changed = result
+    if changed:
+        publish(
+            [Notice(NoticeKind.SESSION, view.session.tenant_id, view.id, view.session.last_seq)]
+        )
     return view
 
 

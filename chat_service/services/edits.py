@@ -10,6 +10,7 @@ from sqlalchemy import Connection, update
 from chat_service.errors import Conflict, Forbidden, NotFound
 from chat_service.model import AuthorType, Database, MessageKind, SessionStatus
 from chat_service.model.base import utc_now
+from chat_service.realtime import Notice, NoticeKind, Publisher
 from chat_service.services.access import Principal, Scope
 from chat_service.services.sessions import MESSAGES, SESSIONS, message_in_reach
 from chat_service.services.views import MessageView
@@ -31,6 +32,7 @@ async def edit_message(
     message_id: uuid.UUID,
     content: str,
     window_seconds: float,
+    publish: Publisher,
 ) -> MessageView:
     """Replace the text of a message; only its author, within ``window_seconds``.
 
@@ -61,11 +63,18 @@ async def edit_message(
         )
         return replace(message, content=content, edited_at=now)
 
-    return await db.run(write, write=True)
+    edited = await db.run(write, write=True)
+    publish([Notice(NoticeKind.UPDATED, principal.tenant_id, session_id, edited.seq)])
+    return edited
 
 
 async def delete_message(
-    db: Database, principal: Principal, *, session_id: uuid.UUID, message_id: uuid.UUID
+    db: Database,
+    principal: Principal,
+    *,
+    session_id: uuid.UUID,
+    message_id: uuid.UUID,
+    publish: Publisher,
 ) -> None:
     """Delete a message's content, leaving a tombstone that keeps its ``seq``.
 
@@ -79,17 +88,21 @@ async def delete_message(
     """
     principal.check_session(session_id, Scope.SESSIONS_WRITE)
 
-    def write(connection: Connection) -> None:
+    def write(connection: Connection) -> int | None:
         message, _ = _find_for_change(connection, principal, session_id, message_id)
         admin = Scope.ADMIN in principal.scopes
         if not admin and not _is_author(principal, message.author_type, message.author_id):
             raise Forbidden("only its author or an admin can delete a message")
-        if not message.deleted:
-            connection.execute(
-                update(MESSAGES).where(MESSAGES.c.id == message_id).values(content="", deleted=True)
-            )
+        if message.deleted:
+            return None
+        connection.execute(
+            update(MESSAGES).where(MESSAGES.c.id == message_id).values(content="", deleted=True)
+        )
+        return message.seq
 
-    await db.run(write, write=True)
+    seq = await db.run(write, write=True)
+    if seq is not None:
+        publish([Notice(NoticeKind.UPDATED, principal.tenant_id, session_id, seq)])
 
 
 def _find_for_change(

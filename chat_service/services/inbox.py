@@ -33,6 +33,7 @@ from chat_service.model import (
     SessionStatus,
     cancel_safe,
 )
+from chat_service.realtime import Notice, NoticeKind, Publisher
 from chat_service.services.access import Principal, Scope
 from chat_service.services.cursors import CursorCodec
 from chat_service.services.sessions import (
@@ -210,16 +211,21 @@ async def list_inbox(
     return InboxPage(items=page, next_cursor=next_cursor)
 
 
-async def mark_read(db: Database, principal: Principal, *, session_id: uuid.UUID, seq: int) -> None:
+async def mark_read(
+    db: Database, principal: Principal, *, session_id: uuid.UUID, seq: int, publish: Publisher
+) -> None:
     """Record that the caller has read a session up to ``seq`` (never moves back).
 
+    A customer records it for their own session; after the COMMIT the read is
+    published to the session's live streams (and the tenant's, for agents' inboxes).
+
     Raises:
-        Forbidden: customers cannot (yet) record reads; needs ``sessions:read``.
+        Forbidden: needs ``sessions:read``.
         NotFound: no such session in the caller's tenant.
         InvalidField: ``seq`` is beyond the session's last message.
         Unavailable: the database cannot be used right now.
     """
-    principal.require_staff(Scope.SESSIONS_READ)
+    principal.check_session(session_id, Scope.SESSIONS_READ)
     insert = postgresql_insert if db.dialect == "postgresql" else sqlite_insert
     newest = func.greatest if db.dialect == "postgresql" else func.max
 
@@ -242,3 +248,5 @@ async def mark_read(db: Database, principal: Principal, *, session_id: uuid.UUID
         )
 
     await db.run(write, write=True)
+    actor, actor_id = principal.actor
+    publish([Notice(NoticeKind.READ, principal.tenant_id, session_id, seq, actor, actor_id)])

@@ -21,6 +21,7 @@ from chat_service.model import (
     cancel_safe,
 )
 from chat_service.model.base import new_id, utc_now
+from chat_service.realtime import Notice, NoticeKind, Publisher
 from chat_service.services.access import Principal, Scope
 from chat_service.services.cursors import CursorCodec
 from chat_service.services.sessions import (
@@ -101,6 +102,7 @@ async def post_message(
     db: Database,
     principal: Principal,
     *,
+    publish: Publisher,
     session_id: uuid.UUID,
     content: str,
     author_type: AuthorType | None = None,
@@ -116,7 +118,7 @@ async def post_message(
 
     The message takes the session's next sequence number inside the insert's
     transaction. Messages posted at the same time share one transaction (group
-    commit); the answer comes after the COMMIT.
+    commit); the answer comes after the COMMIT, and so does the notice to ``publish``.
 
     Raises:
         Forbidden: the credential lacks ``sessions:write``, claims another author
@@ -143,6 +145,8 @@ async def post_message(
         utc_now(),
     )
     message, session = await db.group_commit(_append_messages, post)
+    # News up to the session's last seq: a reopening event may follow the message.
+    publish([Notice(NoticeKind.MESSAGE, session.tenant_id, session.id, session.last_seq)])
     if inline_limit is None or Scope.SESSIONS_READ not in principal.scopes:
         # A caller that may not read the session gets its own message alone.
         return PostedMessage(message=message, session=None)

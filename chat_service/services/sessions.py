@@ -22,6 +22,7 @@ from chat_service.model import (
     cancel_safe,
 )
 from chat_service.model.base import new_id, utc_now
+from chat_service.realtime import Notice, NoticeKind, Publisher
 from chat_service.services.access import Principal, Scope
 from chat_service.services.credentials import CUSTOMER_TOKEN_PREFIX, new_secret
 from chat_service.services.views import MessageView, SessionRow, SessionView
@@ -91,7 +92,9 @@ class _NewSession:
     token_hash: str
 
 
-async def open_session(db: Database, principal: Principal, *, greeting: str) -> SessionView:
+async def open_session(
+    db: Database, principal: Principal, *, publish: Publisher, greeting: str
+) -> SessionView:
     """Open a session whose first message is the support side's greeting.
 
     The answer carries the session's customer token, shown this once. Sessions
@@ -125,6 +128,7 @@ async def open_session(db: Database, principal: Principal, *, greeting: str) -> 
     )
     token, token_hash = new_secret(CUSTOMER_TOKEN_PREFIX)
     await db.group_commit(_insert_sessions, _NewSession(session, message, token_hash))
+    publish([Notice(NoticeKind.SESSION, session.tenant_id, session.id, session.last_seq)])
     return SessionView(
         session=session, messages=[message], truncated=False, tags=[], customer_token=token
     )

@@ -1,0 +1,449 @@
+"""Live delivery over Server-Sent Events and WebSocket, and live tickets.
+
+Both transports carry the same events: ``event`` (its kind), ``id`` (what to resume
+from: a ``seq`` on a session's stream) and ``data`` (JSON). An SSE stream sends them
+as SSE fields; a WebSocket sends each as one JSON text frame ``{"event", "id",
+"data"}``. A WebSocket is refused by closing it with ``4000 + the HTTP status`` the
+same request would get (4401, 4403, 4404, 4422), 1013 when the database is
+unavailable; a stream the server ends closes with 1013 (the client fell behind: it
+resumes from its last ``id``) or 1001 (the server is shutting down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter, ValidationError
+from quart import Blueprint, Response, request, websocket
+from quart_schema import document_response, security_scheme, tag_blueprint
+from quart_schema.validation import QuerystringValidationError
+
+from chat_service.errors import DomainError, Unavailable
+from chat_service.model import AuthorType, Visibility
+from chat_service.routes.auth import SECURITY_SCHEME, authenticated, principal_from
+from chat_service.routes.bodies import query_args
+from chat_service.routes.problems import InvalidInput, problem_for
+from chat_service.routes.responses import json_response, no_content
+from chat_service.routes.state import app_state
+from chat_service.services import inbox, messages, tickets
+from chat_service.services.access import Principal
+from chat_service.services.live import (
+    Activity,
+    CloseReason,
+    LiveEvent,
+    SessionState,
+    StreamClosed,
+)
+from chat_service.services.views import MessageView
+from chat_service.transport.live import (
+    ActivityOut,
+    LiveSessionOut,
+    ReadFrame,
+    SendFrame,
+    SessionStreamQuery,
+    TenantStreamQuery,
+    TicketOut,
+    TypingFrame,
+)
+from chat_service.transport.messages import MessageOut
+from chat_service.transport.problems import Problem
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("live", __name__)
+tag_blueprint(blueprint, ["live"])
+
+EVENT_STREAM = "text/event-stream"
+# How long an SSE client waits before reconnecting (its EventSource's `retry`).
+RETRY_MILLISECONDS = 2000
+HEARTBEAT_FRAME = '{"event":"heartbeat","id":null,"data":{}}'
+CLOSE_GOING_AWAY = 1001
+CLOSE_TRY_AGAIN_LATER = 1013
+_CLOSE_FOR = {
+    CloseReason.SHUTDOWN: (CLOSE_GOING_AWAY, "the server is shutting down: reconnect"),
+    CloseReason.OVERFLOW: (CLOSE_TRY_AGAIN_LATER, "too slow: resume after the last id"),
+}
+_FRAMES: TypeAdapter[SendFrame | TypingFrame | ReadFrame] = TypeAdapter(
+    Annotated[SendFrame | TypingFrame | ReadFrame, Field(discriminator="type")]
+)
+Stream = AsyncIterator[LiveEvent | None]
+
+
+# -- tickets -------------------------------------------------------------------------
+
+
+@blueprint.post("/live/tickets")
+@authenticated
+@document_response(TicketOut, 201)
+@document_response(Problem, 401)
+@document_response(Problem, 503)
+async def create_ticket(principal: Principal) -> Response:
+    """Get a single-use ticket for a live stream.
+
+    For browsers, which cannot send `Authorization` on a WebSocket or an
+    `EventSource`: pass it as `?ticket=` within `live.ticket_seconds` (30 s). It
+    stands for the credential that asked for it, and works once.
+    """
+    state = app_state()
+    ticket, expires_at = await tickets.issue_ticket(
+        state.db, principal, ttl_seconds=state.settings.live.ticket_seconds
+    )
+    body = TicketOut(ticket=ticket, expires_at=expires_at)
+    return json_response(body, 201, {"Cache-Control": "no-store"})
+
+
+async def live_principal(ticket: str | None, authorization: str | None) -> Principal:
+    """The caller of a live stream: by ticket, else by its ``Authorization`` header.
+
+    Raises:
+        Unauthenticated: a bad ticket, or as ``current_principal``.
+    """
+    if ticket is not None:
+        return await tickets.redeem_ticket(app_state().db, ticket)
+    return await principal_from(authorization)
+
+
+# -- Server-Sent Events ------------------------------------------------------------------
+
+
+@blueprint.get("/sessions/<uuid:session_id>/events")
+@security_scheme([{SECURITY_SCHEME: []}])
+@query_args(SessionStreamQuery)
+@document_response(Problem, 401)
+@document_response(Problem, 403)
+@document_response(Problem, 404)
+@document_response(Problem, 422)
+@document_response(Problem, 503)
+async def session_events(session_id: uuid.UUID, query_args: SessionStreamQuery) -> Response:
+    """Follow a session's events (Server-Sent Events).
+
+    A `text/event-stream` of `message` events (the message as in the REST API; `id`
+    is its `seq`), `message.updated` (an edit or deletion), `typing` and `read`.
+    Customers never get internal notes. Resume with `Last-Event-ID` (an
+    `EventSource` sends it by itself) or `?after=<seq>`: everything after that `seq`
+    is replayed from the database, then the stream goes live, with no gap and no
+    repeat. An idle stream gets a `: keep-alive` comment every
+    `live.heartbeat_seconds`. The server may end the stream with a `close` event
+    (`reason`: `overflow` or `shutdown`); reconnect and resume.
+    """
+    state = app_state()
+    after = _last_event_id() or query_args.after
+    principal = await live_principal(query_args.ticket, request.headers.get("Authorization"))
+    stream = state.live.session_events(principal, session_id, after=after)
+    return await _event_stream(stream)
+
+
+@blueprint.get("/events")
+@security_scheme([{SECURITY_SCHEME: []}])
+@query_args(TenantStreamQuery)
+@document_response(Problem, 401)
+@document_response(Problem, 403)
+@document_response(Problem, 422)
+@document_response(Problem, 503)
+async def tenant_events(query_args: TenantStreamQuery) -> Response:
+    """Follow the tenant's inbox (Server-Sent Events; support side only).
+
+    `session` events carry a session's state as the inbox shows it (opened, a new
+    message, status, assignee, priority or tag changes) with an `id` to resume
+    from; `message` events the new messages and events, internal notes included;
+    `read` events the reads. With `Last-Event-ID` or `?after=`, the sessions changed
+    since then come first; a `resync` event means too much changed: reload the
+    inbox from `GET /sessions`.
+    """
+    state = app_state()
+    after = _last_event_id() or query_args.after
+    principal = await live_principal(query_args.ticket, request.headers.get("Authorization"))
+    stream = state.live.tenant_events(principal, after=after)
+    return await _event_stream(stream)
+
+
+def _last_event_id() -> int | None:
+    value = request.headers.get("Last-Event-ID")
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if not value.isascii() or not value.isdigit() or len(value) > 19:
+        detail = "must be the id of an event of this stream"
+        raise InvalidInput([{"detail": detail, "parameter": "Last-Event-ID"}])
+    return int(value)
+
+
+async def _event_stream(stream: Stream) -> Response:
+    try:
+        await anext(stream)  # the caller's access is checked: the stream may start
+    except BaseException:
+        await _close(stream)
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
+            async for event in stream:
+                yield b": keep-alive\n\n" if event is None else sse_frame(event)
+        except StreamClosed as closed:
+            yield _sse_notice("close", {"reason": closed.reason.value})
+        except Unavailable:
+            yield _sse_notice("close", {"reason": "unavailable"})
+        finally:
+            await _close(stream)
+
+    response = Response(
+        body(),
+        mimetype=EVENT_STREAM,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+    response.timeout = None  # a stream lasts as long as the client stays
+    return response
+
+
+async def _close(stream: Stream) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def sse_frame(event: LiveEvent) -> bytes:
+    """The event as an SSE message (encoded once, whoever receives it)."""
+    frame: bytes | None = event.cache.get("sse")
+    if frame is None:
+        head = "" if event.position is None else f"id: {event.position}\n"
+        frame = f"{head}event: {event.kind.value}\ndata: {event_data(event)}\n\n".encode()
+        event.cache["sse"] = frame
+    return frame
+
+
+def ws_frame(event: LiveEvent) -> str:
+    """The event as a WebSocket text frame (encoded once, whoever receives it)."""
+    frame: str | None = event.cache.get("ws")
+    if frame is None:
+        position = "null" if event.position is None else str(event.position)
+        frame = f'{{"event":"{event.kind.value}","id":{position},"data":{event_data(event)}}}'
+        event.cache["ws"] = frame
+    return frame
+
+
+def event_data(event: LiveEvent) -> str:
+    """The event's ``data``: JSON text on one line."""
+    data: str | None = event.cache.get("data")
+    if data is not None:
+        return data
+    payload = event.payload
+    if isinstance(payload, MessageView):
+        data = MessageOut.model_validate(payload, from_attributes=True).model_dump_json()
+    elif isinstance(payload, Activity):
+        data = ActivityOut.model_validate(payload, from_attributes=True).model_dump_json()
+    elif isinstance(payload, SessionState):
+        row = payload.session
+        data = LiveSessionOut(
+            id=row.id,
+            status=row.status.value,
+            assignee_id=row.assignee_id,
+            priority=row.priority.value,
+            tags=list(payload.tags),
+            last_seq=row.last_seq,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            last_activity_at=row.last_activity_at,
+        ).model_dump_json()
+    else:
+        data = "{}"
+    event.cache["data"] = data
+    return data
+
+
+def _sse_notice(kind: str, data: dict[str, Any]) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+# -- WebSocket -------------------------------------------------------------------------
+
+
+@blueprint.websocket("/sessions/<uuid:session_id>/live")
+async def session_live(session_id: uuid.UUID) -> None:
+    """A session's events, and the client's messages, typing and reads (WebSocket)."""
+    state = app_state()
+    try:
+        query = _websocket_query(SessionStreamQuery)
+        principal = await live_principal(query.ticket, websocket.headers.get("Authorization"))
+        stream = state.live.session_events(principal, session_id, after=query.after)
+    except Exception as error:
+        await _refuse(error)
+        return
+    await _serve_websocket(stream, _receive_actions(principal, session_id))
+
+
+@blueprint.websocket("/live")
+async def tenant_live() -> None:
+    """The tenant's inbox events (WebSocket; support side only)."""
+    state = app_state()
+    try:
+        query = _websocket_query(TenantStreamQuery)
+        principal = await live_principal(query.ticket, websocket.headers.get("Authorization"))
+        stream = state.live.tenant_events(principal, after=query.after)
+    except Exception as error:
+        await _refuse(error)
+        return
+    await _serve_websocket(stream, _receive_nothing())
+
+
+def _websocket_query(model: type[SessionStreamQuery | TenantStreamQuery]) -> Any:
+    values = {key: items if len(items) > 1 else items[0] for key, items in websocket.args.lists()}
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        raise QuerystringValidationError(error) from None
+
+
+async def _refuse(error: Exception) -> None:
+    if isinstance(error, QuerystringValidationError):
+        code, reason = 4422, "invalid query parameters"
+    elif isinstance(error, Unavailable):
+        code, reason = CLOSE_TRY_AGAIN_LATER, "the database is unavailable: try again"
+    elif (document := problem_for(error)) is not None:
+        code, reason = 4000 + int(document["status"]), str(document["detail"])
+    else:
+        raise error
+    await websocket.accept()
+    await websocket.close(code, _close_reason(reason))
+
+
+def _close_reason(text: str) -> str:
+    # A close frame's reason holds at most 123 bytes of UTF-8.
+    encoded = text.encode()[:123]
+    return encoded.decode(errors="ignore")
+
+
+async def _serve_websocket(stream: Stream, receiver: AsyncIterator[str]) -> None:
+    try:
+        await anext(stream)  # the caller's access is checked
+    except Exception as error:
+        await _close(stream)
+        await _refuse(error)
+        return
+    await websocket.accept()
+    sending = asyncio.ensure_future(_send_events(stream))
+    receiving = asyncio.ensure_future(_drain(receiver))
+    try:
+        done, _ = await asyncio.wait({sending, receiving}, return_when=asyncio.FIRST_COMPLETED)
+        if sending in done:
+            code, reason = _closing(sending)
+            await websocket.close(code, reason)
+    finally:
+        for task in (sending, receiving):
+            task.cancel()
+        for task in (sending, receiving):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await _close(stream)
+
+
+def _closing(sending: asyncio.Task[None]) -> tuple[int, str]:
+    error = sending.exception()
+    if isinstance(error, StreamClosed):
+        return _CLOSE_FOR[error.reason]
+    if isinstance(error, Unavailable):
+        return CLOSE_TRY_AGAIN_LATER, "the database is unavailable: resume shortly"
+    if error is not None:
+        log.error("live stream failed", exc_info=error)
+    return 1011, "internal error"
+
+
+async def _send_events(stream: Stream) -> None:
+    async for event in stream:
+        await websocket.send(HEARTBEAT_FRAME if event is None else ws_frame(event))
+
+
+async def _drain(replies: AsyncIterator[str]) -> None:
+    async for reply in replies:
+        await websocket.send(reply)
+
+
+async def _receive_nothing() -> AsyncIterator[str]:
+    while True:
+        await websocket.receive()
+        yield _reply("error", None, _problem(400, "this stream takes no frames"))
+
+
+async def _receive_actions(principal: Principal, session_id: uuid.UUID) -> AsyncIterator[str]:
+    """Each client frame acted on through the same service calls as REST; one reply each."""
+    state = app_state()
+    context = {"message_chars": state.settings.limits.message_chars}
+    while True:
+        data = await websocket.receive()
+        if not isinstance(data, str):
+            yield _reply("error", None, _problem(400, "send JSON text frames"))
+            continue
+        try:
+            raw = json.loads(data)
+        except (ValueError, RecursionError):
+            yield _reply("error", None, _problem(400, "the frame is not valid JSON"))
+            continue
+        ref = raw.get("ref") if isinstance(raw, dict) else None
+        ref = ref if isinstance(ref, str) and len(ref) <= 64 else None
+        try:
+            frame = _FRAMES.validate_python(raw, context=context)
+            result = await _act(principal, session_id, frame)
+        except (DomainError, InvalidInput, ValidationError) as error:
+            yield _reply("error", ref, problem_for(error) or {})
+            continue
+        yield _reply("ack", ref, {"type": frame.type, **result})
+
+
+async def _act(
+    principal: Principal, session_id: uuid.UUID, frame: SendFrame | TypingFrame | ReadFrame
+) -> dict[str, Any]:
+    state = app_state()
+    if isinstance(frame, TypingFrame):
+        sent = await state.live.typing(principal, session_id, checked=True)
+        return {"sent": sent}
+    if isinstance(frame, ReadFrame):
+        await inbox.mark_read(
+            state.db, principal, session_id=session_id, seq=frame.seq, publish=state.live.publish
+        )
+        return {"seq": frame.seq}
+    if principal.author_type is None and frame.author_type is None:
+        raise InvalidInput([{"detail": "Field required", "pointer": "#/author_type"}])
+    posted = await messages.post_message(
+        state.db,
+        principal,
+        publish=state.live.publish,
+        session_id=session_id,
+        author_type=None if frame.author_type is None else AuthorType(frame.author_type),
+        visibility=Visibility(frame.visibility),
+        content=frame.content,
+    )
+    return {"id": str(posted.message.id), "seq": posted.message.seq}
+
+
+def _reply(kind: str, ref: str | None, data: dict[str, Any]) -> str:
+    return json.dumps({"event": kind, "id": None, "data": {"ref": ref, **data}})
+
+
+def _problem(status: int, detail: str) -> dict[str, Any]:
+    return {"type": "about:blank", "title": "Bad frame", "status": status, "detail": detail}
+
+
+# -- typing over REST ----------------------------------------------------------------------
+
+
+@blueprint.post("/sessions/<uuid:session_id>/typing")
+@authenticated
+@document_response(Problem, 401)
+@document_response(Problem, 403)
+@document_response(Problem, 404)
+@document_response(Problem, 503)
+async def typing(session_id: uuid.UUID, principal: Principal) -> Response:
+    """Tell a session's live streams that the caller is typing.
+
+    Never stored. At most one typing event per caller and session every
+    `live.typing_interval_seconds` (2 s) reaches the streams; more are dropped
+    (the answer is 204 either way).
+    """
+    await app_state().live.typing(principal, session_id, checked=False)
+    return no_content()
