@@ -176,6 +176,16 @@ class WsClient:
     async def send(self, frame: dict[str, Any]) -> None:
         await self.connection.send(json.dumps(frame))
 
+    async def until_closed(self, timeout: float = EVENT_SECONDS) -> list[dict[str, Any]]:
+        """Every frame up to the server's close (``connection.close_code`` says why)."""
+        frames = []
+        async with asyncio.timeout(timeout):
+            try:
+                while True:
+                    frames.append(await self.next(timeout))
+            except websockets.ConnectionClosed:
+                return frames
+
 
 @contextlib.asynccontextmanager
 async def ws(server: LiveServer, path: str, **headers: str) -> AsyncIterator[WsClient]:
@@ -194,6 +204,5 @@ async def ws_close_code(server: LiveServer, path: str, **headers: str) -> tuple[
             frame = await asyncio.wait_for(connection.recv(), EVENT_SECONDS)
             raise AssertionError(f"the server sent {frame!r} instead of closing")
         await asyncio.wait_for(connection.wait_closed(), EVENT_SECONDS)
-        close = connection.close_rcvd
-        assert close is not None, "no close frame from the server"
-        return close.code, close.reason
+        assert connection.close_code is not None, "no close frame from the server"
+        return connection.close_code, connection.close_reason or ""

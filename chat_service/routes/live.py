@@ -17,9 +17,9 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import ValidationError
 from quart import Blueprint, Response, request, websocket
 from quart_schema import document_response, security_scheme, tag_blueprint
 from quart_schema.validation import QuerystringValidationError
@@ -69,9 +69,11 @@ _CLOSE_FOR = {
     CloseReason.SHUTDOWN: (CLOSE_GOING_AWAY, "the server is shutting down: reconnect"),
     CloseReason.OVERFLOW: (CLOSE_TRY_AGAIN_LATER, "too slow: resume after the last id"),
 }
-_FRAMES: TypeAdapter[SendFrame | TypingFrame | ReadFrame] = TypeAdapter(
-    Annotated[SendFrame | TypingFrame | ReadFrame, Field(discriminator="type")]
-)
+_FRAMES: dict[object, type[SendFrame | TypingFrame | ReadFrame]] = {
+    "message": SendFrame,
+    "typing": TypingFrame,
+    "read": ReadFrame,
+}
 Stream = AsyncIterator[LiveEvent | None]
 
 
@@ -387,12 +389,20 @@ async def _receive_actions(principal: Principal, session_id: uuid.UUID) -> Async
         ref = raw.get("ref") if isinstance(raw, dict) else None
         ref = ref if isinstance(ref, str) and len(ref) <= 64 else None
         try:
-            frame = _FRAMES.validate_python(raw, context=context)
+            frame = _frame(raw, context)
             result = await _act(principal, session_id, frame)
         except (DomainError, InvalidInput, ValidationError) as error:
             yield _reply("error", ref, problem_for(error) or {})
             continue
         yield _reply("ack", ref, {"type": frame.type, **result})
+
+
+def _frame(raw: Any, context: dict[str, Any]) -> SendFrame | TypingFrame | ReadFrame:
+    model = _FRAMES.get(raw.get("type")) if isinstance(raw, dict) else None
+    if model is None:
+        detail = f"must be one of: {', '.join(str(kind) for kind in _FRAMES)}"
+        raise InvalidInput([{"detail": detail, "pointer": "#/type"}])
+    return model.model_validate(raw, context=context)
 
 
 async def _act(

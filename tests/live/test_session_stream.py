@@ -68,7 +68,9 @@ async def test_websocket_resume_after_a_seq(server: LiveServer) -> None:
         assert kinds == ["ack", "message"]
         message = next(frame for frame in got if frame["event"] == "message")
         ack = next(frame for frame in got if frame["event"] == "ack")
-        assert message["id"] == 5 and ack["data"]["seq"] == 5 and ack["data"]["ref"] == "r1"
+        assert message["id"] == 5
+        assert ack["data"]["seq"] == 5
+        assert ack["data"]["ref"] == "r1"
 
 
 @pytest.mark.parametrize("transport", ["sse", "ws"])
