@@ -135,7 +135,8 @@ async def session_events(session_id: uuid.UUID, query_args: SessionStreamQuery) 
     (`reason`: `overflow` or `shutdown`); reconnect and resume.
     """
     state = app_state()
-    after = _last_event_id() or query_args.after
+    after = _last_event_id()
+    after = query_args.after if after is None else after
     principal = await live_principal(query_args.ticket, request.headers.get("Authorization"))
     stream = state.live.session_events(principal, session_id, after=after)
     return await _event_stream(stream)
@@ -159,7 +160,8 @@ async def tenant_events(query_args: TenantStreamQuery) -> Response:
     inbox from `GET /sessions`.
     """
     state = app_state()
-    after = _last_event_id() or query_args.after
+    after = _last_event_id()
+    after = query_args.after if after is None else after
     principal = await live_principal(query_args.ticket, request.headers.get("Authorization"))
     stream = state.live.tenant_events(principal, after=after)
     return await _event_stream(stream)

@@ -21,6 +21,7 @@ from chat_service.model import (
     Priority,
     SessionStatus,
     Visibility,
+    cancel_safe,
 )
 from chat_service.model.base import utc_now
 from chat_service.realtime import Notice, NoticeKind, Publisher
@@ -76,6 +77,8 @@ class CaseChange:
     tags: Sequence[str] | None = None
 
 
+# Runs to the end, publishing included, even if its caller is cancelled.
+@cancel_safe
 async def update_case(
     db: Database,
     principal: Principal,

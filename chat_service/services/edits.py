@@ -8,7 +8,7 @@ from dataclasses import replace
 from sqlalchemy import Connection, update
 
 from chat_service.errors import Conflict, Forbidden, NotFound
-from chat_service.model import AuthorType, Database, MessageKind, SessionStatus
+from chat_service.model import AuthorType, Database, MessageKind, SessionStatus, cancel_safe
 from chat_service.model.base import utc_now
 from chat_service.realtime import Notice, NoticeKind, Publisher
 from chat_service.services.access import Principal, Scope
@@ -24,6 +24,8 @@ def _is_author(principal: Principal, author_type: AuthorType, author_id: uuid.UU
     return author_id == principal.id
 
 
+# Runs to the end, publishing included, even if its caller is cancelled.
+@cancel_safe
 async def edit_message(
     db: Database,
     principal: Principal,
@@ -68,6 +70,8 @@ async def edit_message(
     return edited
 
 
+# Runs to the end, publishing included, even if its caller is cancelled.
+@cancel_safe
 async def delete_message(
     db: Database,
     principal: Principal,

@@ -211,6 +211,8 @@ async def list_inbox(
     return InboxPage(items=page, next_cursor=next_cursor)
 
 
+# Runs to the end, publishing included, even if its caller is cancelled.
+@cancel_safe
 async def mark_read(
     db: Database, principal: Principal, *, session_id: uuid.UUID, seq: int, publish: Publisher
 ) -> None:

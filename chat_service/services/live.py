@@ -58,6 +58,8 @@ TENANT_REPLAY_MAX = 500
 TENANT_MESSAGES_MAX = 20
 # Sessions whose last delivered seq a tenant feed remembers.
 TENANT_KNOWN_MAX = 10_000
+# A feed that could not read the database tries again after this long.
+RETRY_SECONDS = 1.0
 
 
 class EventKind(enum.StrEnum):
@@ -336,8 +338,10 @@ class _SessionFeed:
                     continue
                 return
         except Exception:
-            # The database is unavailable: the next notice or resync tries again.
+            # The database is unavailable: try again shortly (and at the next notice).
             log.warning("live feed of a session could not read its messages", exc_info=True)
+            self.dirty = True
+            asyncio.get_running_loop().call_later(RETRY_SECONDS, self._kick)
 
 
 class _TenantFeed:
@@ -376,6 +380,7 @@ class _TenantFeed:
             subscriber.offer(event)
 
     async def _run(self) -> None:
+        news: dict[uuid.UUID, tuple[int, int]] = {}
         try:
             while self.pending:
                 ids = list(self.pending)[:READ_BATCH]
@@ -398,6 +403,8 @@ class _TenantFeed:
                     )
         except Exception:
             log.warning("live feed of a tenant could not read its sessions", exc_info=True)
+            self.pending.update(news)
+            asyncio.get_running_loop().call_later(RETRY_SECONDS, self._kick)
 
     def _read(
         self,
@@ -451,7 +458,8 @@ class LiveHub:
         self.heartbeat_seconds = heartbeat_seconds
         self.resync_seconds = resync_seconds
         self.tenant_replay_seconds = tenant_replay_seconds
-        self._sessions: dict[uuid.UUID, _SessionFeed] = {}
+        # Keyed by tenant too: a foreign caller's failed attempt never touches the feed.
+        self._sessions: dict[tuple[uuid.UUID, uuid.UUID], _SessionFeed] = {}
         self._tenants: dict[uuid.UUID, _TenantFeed] = {}
         self._subscriptions: set[Subscription] = set()
         self._typing = MovingWindowRateLimiter(MemoryStorage())
@@ -494,8 +502,8 @@ class LiveHub:
         self.bus.publish(notices)
 
     def _dispatch(self, notice: Notice) -> None:
-        feed = self._sessions.get(notice.session_id)
-        if feed is not None and feed.tenant_id == notice.tenant_id:
+        feed = self._sessions.get((notice.tenant_id, notice.session_id))
+        if feed is not None:
             feed.notice(notice)
         tenant = self._tenants.get(notice.tenant_id)
         if tenant is not None:
@@ -521,6 +529,7 @@ class LiveHub:
         feeds = [feed for feed in self._sessions.values() if feed.ready.done()]
         for start in range(0, len(feeds), READ_BATCH):
             chunk = {feed.session_id: feed for feed in feeds[start : start + READ_BATCH]}
+            # (A session id is unique across tenants: the feed's tenant is the session's.)
             rows = await self.db.run(
                 lambda connection, ids=list(chunk): connection.execute(  # type: ignore[misc]
                     _LAST_SEQS, {"ids": ids}
@@ -542,8 +551,9 @@ class LiveHub:
         return subscription
 
     def _forget(self, feed: _SessionFeed) -> None:
-        if self._sessions.get(feed.session_id) is feed:
-            del self._sessions[feed.session_id]
+        key = (feed.tenant_id, feed.session_id)
+        if self._sessions.get(key) is feed:
+            del self._sessions[key]
 
     async def session_events(
         self, principal: Principal, session_id: uuid.UUID, *, after: int | None
@@ -561,11 +571,10 @@ class LiveHub:
             Unavailable: the database cannot be used right now.
         """
         principal.check_session(session_id, Scope.SESSIONS_READ)
-        feed = self._sessions.get(session_id)
+        key = (principal.tenant_id, session_id)
+        feed = self._sessions.get(key)
         if feed is None:
-            feed = self._sessions[session_id] = _SessionFeed(self, session_id, principal.tenant_id)
-        elif feed.tenant_id != principal.tenant_id:
-            raise NotFound(f"session {session_id} does not exist")
+            feed = self._sessions[key] = _SessionFeed(self, session_id, principal.tenant_id)
         subscription = self._subscribe(principal)
         feed.subscribers.add(subscription)
         try:

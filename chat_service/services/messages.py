@@ -98,6 +98,8 @@ class _Post:
     created_at: datetime
 
 
+# Runs to the end, publishing included, even if its caller is cancelled.
+@cancel_safe
 async def post_message(
     db: Database,
     principal: Principal,

@@ -92,6 +92,8 @@ class _NewSession:
     token_hash: str
 
 
+# Runs to the end, publishing included, even if its caller is cancelled.
+@cancel_safe
 async def open_session(
     db: Database, principal: Principal, *, publish: Publisher, greeting: str
 ) -> SessionView:
