@@ -392,7 +392,10 @@ class _TenantFeed:
                 )
                 for state in states:
                     for message in messages.get(state.session.id, ()):
-                        self._hand_out(_message_event(message))
+                        # No position: a tenant stream resumes by session states.
+                        event = _message_event(message)
+                        event.position = None
+                        self._hand_out(event)
                     self._remember(state.session.id, state.session.last_seq)
                     self._hand_out(
                         LiveEvent(
