@@ -95,10 +95,12 @@ class TestLongAbsences:
 
 async def test_customers_cannot_follow_the_tenant(server: LiveServer) -> None:
     session = await open_session(server)
-    async with server.client() as client:
-        async with client.stream(
+    async with (
+        server.client() as client,
+        client.stream(
             "GET", "/events", headers={"Authorization": f"Bearer {session['customer_token']}"}
-        ) as response:
-            await response.aread()
-            assert response.status_code == 403
-            assert response.headers["content-type"] == "application/problem+json"
+        ) as response,
+    ):
+        await response.aread()
+        assert response.status_code == 403
+        assert response.headers["content-type"] == "application/problem+json"
