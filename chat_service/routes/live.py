@@ -25,13 +25,13 @@ from quart_schema import document_response, security_scheme, tag_blueprint
 from quart_schema.validation import QuerystringValidationError
 
 from chat_service.errors import DomainError, Unavailable
-from chat_service.model import AuthorType, Visibility
+from chat_service.routes import messages as messages_routes
 from chat_service.routes.auth import SECURITY_SCHEME, authenticated, principal_from
 from chat_service.routes.bodies import query_args
 from chat_service.routes.problems import InvalidInput, problem_for
 from chat_service.routes.responses import json_response, no_content
 from chat_service.routes.state import app_state
-from chat_service.services import inbox, messages, tickets
+from chat_service.services import inbox, tickets
 from chat_service.services.access import Principal
 from chat_service.services.live import (
     Activity,
@@ -419,17 +419,7 @@ async def _act(
             state.db, principal, session_id=session_id, seq=frame.seq, publish=state.live.publish
         )
         return {"seq": frame.seq}
-    if principal.author_type is None and frame.author_type is None:
-        raise InvalidInput([{"detail": "Field required", "pointer": "#/author_type"}])
-    posted = await messages.post_message(
-        state.db,
-        principal,
-        publish=state.live.publish,
-        session_id=session_id,
-        author_type=None if frame.author_type is None else AuthorType(frame.author_type),
-        visibility=Visibility(frame.visibility),
-        content=frame.content,
-    )
+    posted = await messages_routes.post(principal, session_id, frame)
     return {"id": str(posted.message.id), "seq": posted.message.seq}
 
 

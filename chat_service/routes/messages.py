@@ -17,6 +17,8 @@ from chat_service.routes.responses import json_response, no_content
 from chat_service.routes.state import app_state
 from chat_service.services import edits, messages
 from chat_service.services.access import Principal
+from chat_service.services.views import PostedMessage
+from chat_service.transport.live import SendFrame
 from chat_service.transport.messages import (
     MessageEdit,
     MessageOut,
@@ -60,17 +62,11 @@ async def create_message(session_id: uuid.UUID, data: NewMessage, principal: Pri
     the new message either way.
     """
     state = app_state()
-    if principal.author_type is None and data.author_type is None:
-        raise InvalidInput([{"detail": "Field required", "pointer": "#/author_type"}])
     minimal = prefers_minimal(", ".join(request.headers.getlist("Prefer")))
-    posted = await messages.post_message(
-        state.db,
+    posted = await post(
         principal,
-        publish=state.live.publish,
-        session_id=session_id,
-        author_type=None if data.author_type is None else AuthorType(data.author_type),
-        visibility=Visibility(data.visibility),
-        content=data.content,
+        session_id,
+        data,
         inline_limit=None if minimal else state.settings.limits.session_inline_messages,
     )
     headers = {
@@ -86,6 +82,33 @@ async def create_message(session_id: uuid.UUID, data: NewMessage, principal: Pri
         )
     return json_response(
         SessionOut.model_validate(posted.session, from_attributes=True), 201, headers
+    )
+
+
+async def post(
+    principal: Principal,
+    session_id: uuid.UUID,
+    data: NewMessage | SendFrame,
+    *,
+    inline_limit: int | None = None,
+) -> PostedMessage:
+    """Post ``data`` as ``principal`` (a REST body or a WebSocket frame alike).
+
+    Raises:
+        InvalidInput: no author type where the credential does not give one.
+    """
+    state = app_state()
+    if principal.author_type is None and data.author_type is None:
+        raise InvalidInput([{"detail": "Field required", "pointer": "#/author_type"}])
+    return await messages.post_message(
+        state.db,
+        principal,
+        publish=state.live.publish,
+        session_id=session_id,
+        author_type=None if data.author_type is None else AuthorType(data.author_type),
+        visibility=Visibility(data.visibility),
+        content=data.content,
+        inline_limit=inline_limit,
     )
 
 

@@ -37,22 +37,25 @@ def _position(value: object) -> object:
     return value
 
 
-class SessionStreamQuery(BaseModel):
-    """Query parameters of a session's stream."""
-
+class _StreamQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    ticket: str | None = Field(
+        default=None,
+        max_length=TICKET_MAX_CHARS,
+        description="A ticket from `POST /live/tickets`, for clients that cannot send "
+        "an `Authorization` header.",
+    )
+
+
+class SessionStreamQuery(_StreamQuery):
+    """Query parameters of a session's stream."""
 
     after: int | None = Field(
         default=None,
         ge=0,
         description="Replay every event after this `seq`, then go live (0: the whole "
         "history). Without it (and without `Last-Event-ID`) the stream starts now.",
-    )
-    ticket: str | None = Field(
-        default=None,
-        max_length=TICKET_MAX_CHARS,
-        description="A ticket from `POST /live/tickets`, for clients that cannot send "
-        "an `Authorization` header.",
     )
 
     @field_validator("after", mode="before")
@@ -61,21 +64,14 @@ class SessionStreamQuery(BaseModel):
         return whole_number(value)
 
 
-class TenantStreamQuery(BaseModel):
+class TenantStreamQuery(_StreamQuery):
     """Query parameters of the tenant's stream."""
-
-    model_config = ConfigDict(extra="forbid")
 
     after: int | None = Field(
         default=None,
         ge=0,
         description="The `id` of the last event seen: first replays the sessions changed "
         "since then (as `session` events), then goes live.",
-    )
-    ticket: str | None = Field(
-        default=None,
-        max_length=TICKET_MAX_CHARS,
-        description="A ticket from `POST /live/tickets`.",
     )
 
     @field_validator("after", mode="before")
