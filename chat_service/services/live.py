@@ -261,7 +261,8 @@ class _SessionFeed:
             self.hub._forget(self)
             self.ready.set_exception(NotFound(f"session {self.session_id} does not exist"))
             return
-        self.head = self.target = last_seq
+        self.head = last_seq
+        self.target = max(self.target, last_seq)
         self.ready.set_result(last_seq)
         self._kick()
 
@@ -305,6 +306,7 @@ class _SessionFeed:
             while True:
                 if self.target > self.head or self.dirty:
                     self.dirty = False
+                    asked = self.target
                     params = {
                         "session_id": self.session_id,
                         "after": self.head,
@@ -318,8 +320,10 @@ class _SessionFeed:
                         message = MessageView.from_row(self.session_id, row)
                         self.head = message.seq
                         self._hand_out(_message_event(message))
-                    if len(rows) < READ_BATCH:
-                        # All there is: a notice cannot be ahead of the database.
+                    if len(rows) < READ_BATCH and self.target <= asked:
+                        # All there is: a notice cannot be ahead of the database. (One
+                        # that came during the read may be ahead of the read's snapshot:
+                        # then the target stays above the head and the loop reads again.)
                         self.target = self.head
                     continue
                 if self.updated:
