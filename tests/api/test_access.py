@@ -2,7 +2,9 @@
 
 Runs in production mode (``auth.required = true``). Each cell is the exact status a
 caller gets; a route added without a row here fails ``test_every_route_is_in_the_matrix``.
-Every body is also searched for text its reader must never see.
+Every body is also searched for text its reader must never see. Live streams (SSE and
+WebSocket) never end, so their rows are in ``LIVE_MATRIX``, which
+``tests/live/test_live_access.py`` runs against a real server.
 """
 
 from __future__ import annotations
@@ -123,8 +125,8 @@ INBOX = policy(
     service_write_only=403,
 )
 MARK_READ = policy(
-    customer=403,
-    other_customer=403,
+    customer=(204, 404),
+    other_customer=404,
     agent=(204, 404),
     agent_jwt=(204, 404),
     admin=(204, 404),
@@ -132,6 +134,30 @@ MARK_READ = policy(
     service_full=(204, 404),
     service_read_only=(204, 404),
     service_write_only=403,
+)
+# Typing notices need sessions:write, like posting; nothing is shown back.
+TYPING = policy(
+    customer=(204, 404),
+    other_customer=404,
+    agent=(204, 404),
+    agent_jwt=(204, 404),
+    admin=(204, 404),
+    foreign_agent=(404, 204),
+    service_full=(204, 404),
+    service_read_only=403,
+    service_write_only=(204, 404),
+)
+# Any caller may swap its credential for a live ticket (the stream then checks access).
+TICKET = policy(
+    customer=201,
+    other_customer=201,
+    agent=201,
+    agent_jwt=201,
+    admin=201,
+    foreign_agent=201,
+    service_full=201,
+    service_read_only=201,
+    service_write_only=201,
 )
 # Own: the customer's message; foreign: the foreign agent's. Only authors edit.
 EDIT_MESSAGE = policy(
@@ -216,6 +242,8 @@ MATRIX: dict[tuple[str, str], tuple[Request, dict[str, tuple[int, int]]]] = {
         with_body(session_path("/read"), {"seq": 1}),
         MARK_READ,
     ),
+    ("/sessions/<uuid:session_id>/typing", "POST"): (session_path("/typing"), TYPING),
+    ("/live/tickets", "POST"): (fixed("/live/tickets"), TICKET),
     ("/sessions/<uuid:session_id>/messages/<uuid:message_id>", "PATCH"): (
         with_body(message_path, {"content": "edited"}),
         EDIT_MESSAGE,
@@ -247,6 +275,15 @@ MATRIX: dict[tuple[str, str], tuple[Request, dict[str, tuple[int, int]]]] = {
     ("/api-keys/<uuid:key_id>", "GET"): (key_path, ADMIN_OBJECT),
     ("/api-keys/<uuid:key_id>", "DELETE"): (key_path, ADMIN_DELETE),
 }
+# (rule, method) -> (transport, how to build the request, expected statuses). Quart lists
+# a WebSocket rule as GET; a refused WebSocket closes with 4000 + the status.
+LIVE_MATRIX: dict[tuple[str, str], tuple[str, Request, dict[str, tuple[int, int]]]] = {
+    ("/sessions/<uuid:session_id>/events", "GET"): ("sse", session_path("/events"), READ),
+    ("/sessions/<uuid:session_id>/live", "GET"): ("ws", session_path("/live"), READ),
+    # The tenant's stream is the inbox, live: support side only, always the own tenant.
+    ("/events", "GET"): ("sse", fixed("/events"), INBOX),
+    ("/live", "GET"): ("ws", fixed("/live"), INBOX),
+}
 
 
 def forbidden_text(world: World, principal: str, path: str) -> list[str]:
@@ -276,7 +313,12 @@ def test_every_route_is_in_the_matrix(app: Quart) -> None:
         for method in rule.methods or ()
         if method not in {"HEAD", "OPTIONS"}
     }
-    assert routes == set(MATRIX), "add each new route to MATRIX (and remove gone ones)"
+    websockets = {(rule.rule, "GET") for rule in app.url_map.iter_rules() if rule.websocket}
+    assert not set(MATRIX) & set(LIVE_MATRIX)
+    assert routes == set(MATRIX) | set(LIVE_MATRIX), (
+        "add each new route to MATRIX or LIVE_MATRIX (and remove gone ones)"
+    )
+    assert {route for route, row in LIVE_MATRIX.items() if row[0] == "ws"} == websockets
 
 
 @pytest.mark.parametrize("route", list(MATRIX), ids=lambda route: f"{route[1]} {route[0]}")

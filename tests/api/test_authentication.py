@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import pytest
 from quart import Quart
+from quart.testing.connections import WebsocketDisconnectError
 from quart.typing import TestClientProtocol
 from sqlalchemy import Table, select
 
@@ -234,23 +235,38 @@ async def test_a_request_without_credential_gets_401_with_a_bearer_challenge(
         "<uuid:agent_id>": acme.admin_id,
         "<uuid:key_id>": acme.service_id,
     }
+
+    def path_of(rule: str) -> str:
+        for placeholder, value in ids.items():
+            rule = rule.replace(placeholder, value)
+        return rule
+
+    rules = [rule for rule in app.url_map.iter_rules() if rule.rule not in PUBLIC_RULES]
+    # SSE streams are plain GETs (refused before the stream starts); WebSockets are not.
     requests = [
         (method, rule.rule)
-        for rule in app.url_map.iter_rules()
-        if rule.rule not in PUBLIC_RULES
+        for rule in rules
+        if not rule.websocket
         for method in sorted(rule.methods or ())
         if method not in {"HEAD", "OPTIONS"}
     ]
+    sockets = [rule.rule for rule in rules if rule.websocket]
     assert ("POST", "/sessions") in requests
+    assert {("GET", "/events"), ("GET", "/sessions/<uuid:session_id>/events")} <= set(requests)
     assert len(requests) >= 17
+    assert sorted(sockets) == ["/live", "/sessions/<uuid:session_id>/live"]
     for method, rule in [*requests, ("GET", f"/sessions/{SOME_ID}")]:
-        path = rule
-        for placeholder, value in ids.items():
-            path = path.replace(placeholder, value)
+        path = path_of(rule)
         # A body that is not even valid: the credential is checked first.
         options: dict[str, Any] = {"json": {}} if method in {"POST", "PATCH"} else {}
         response = await client.open(path, method=method, **options)
         assert await unauthenticated(response, CHALLENGE) == NO_CREDENTIAL, (method, path)
+    for rule in sockets:
+        # A refused WebSocket closes with 4000 + the status an HTTP request would get.
+        async with client.websocket(path_of(rule)) as socket:
+            with pytest.raises(WebsocketDisconnectError) as closed:
+                await socket.receive()
+        assert closed.value.args == (4401,), rule
 
     # Nothing changed.
     assert await status_of(client, f"/sessions/{session}", acme.service_key) == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from quart_schema.validation import (
 )
 
 from tests.api.access_world import AUTH_REQUIRED
+from tests.api.test_access import LIVE_MATRIX, MATRIX
 
 # Clients generate code from these: renaming a handler is a breaking change.
 OPERATION_IDS = {
@@ -42,15 +44,24 @@ OPERATION_IDS = {
     ("/api-keys", "get"): "get_api_keys",
     ("/api-keys/{key_id}", "get"): "get_api_key",
     ("/api-keys/{key_id}", "delete"): "delete_revoke_api_key",
+    ("/live/tickets", "post"): "post_create_ticket",
+    ("/sessions/{session_id}/typing", "post"): "post_typing",
+    ("/sessions/{session_id}/events", "get"): "get_session_events",
+    ("/events", "get"): "get_tenant_events",
 }
+# Authenticated routes that refuse no caller (their access rows hold no 403).
+NEVER_FORBIDDEN = {"/live/tickets"}
 
 
-def api_views(app: Quart) -> list[tuple[str, Any, set[str]]]:
-    """(path, view, tags) of every route that the OpenAPI document describes."""
+def api_views(app: Quart, *, websocket: bool = False) -> list[tuple[str, Any, set[str]]]:
+    """(path, view, tags) of every route that the OpenAPI document describes (websocket:
+    of every WebSocket route instead, which it cannot describe)."""
     views = []
     for rule in app.url_map.iter_rules():
         view = app.view_functions[rule.endpoint]
         if rule.endpoint == "static" or getattr(view, QUART_SCHEMA_HIDDEN_ATTRIBUTE, False):
+            continue
+        if rule.websocket != websocket:
             continue
         blueprint = app.blueprints.get(rule.endpoint.rpartition(".")[0])
         tags = {
@@ -59,6 +70,11 @@ def api_views(app: Quart) -> list[tuple[str, Any, set[str]]]:
         }
         views.append((rule.rule, view, tags))
     return views
+
+
+def openapi_path(rule: str) -> str:
+    """``/sessions/<uuid:session_id>`` as OpenAPI writes it: ``/sessions/{session_id}``."""
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
 
 
 def test_every_route_has_a_summary_a_tag_and_its_problems(app: Quart) -> None:
@@ -78,7 +94,42 @@ def test_every_route_has_a_summary_a_tag_and_its_problems(app: Quart) -> None:
             assert 422 in responses, f"{path}: query problems"
         if not path.startswith("/health"):
             assert getattr(view, QUART_SCHEMA_SECURITY_ATTRIBUTE, None), f"{path}: security"
-            assert {401, 403} <= responses.keys(), f"{path}: documents 401 and 403"
+            assert 401 in responses, f"{path}: documents 401"
+            if path not in NEVER_FORBIDDEN:
+                assert 403 in responses, f"{path}: documents 403"
+
+
+def test_the_refusals_of_the_access_matrix_are_documented(app: Quart) -> None:
+    """Each 401/403/404 a caller gets is documented, and a 403 nobody gets is not."""
+    views = {
+        (rule.rule, method): app.view_functions[rule.endpoint]
+        for rule in app.url_map.iter_rules()
+        if not rule.websocket
+        for method in rule.methods or ()
+    }
+    rows = {route: row[1] for route, row in MATRIX.items()}
+    rows.update({route: row[2] for route, row in LIVE_MATRIX.items() if row[0] == "sse"})
+    never_forbidden = set()
+    for (path, method), expected in rows.items():
+        statuses = {status for cell in expected.values() for status in cell}
+        documented = getattr(views[path, method], QUART_SCHEMA_RESPONSE_ATTRIBUTE, {})
+        assert statuses & {401, 403, 404} <= documented.keys(), (method, path)
+        if 401 in statuses and 403 not in statuses:
+            assert 403 not in documented, (method, path)
+            never_forbidden.add(path)
+    assert never_forbidden == NEVER_FORBIDDEN
+
+
+async def test_websocket_routes_are_documented_but_are_not_operations(
+    app: Quart, client: TestClientProtocol
+) -> None:
+    spec = await (await client.get("/openapi.json")).get_json()
+    sockets = api_views(app, websocket=True)
+    assert sorted(path for path, _, _ in sockets) == ["/live", "/sessions/<uuid:session_id>/live"]
+    for path, view, tags in sockets:
+        assert (view.__doc__ or "").strip(), f"{path}: docstring"
+        assert tags, f"{path}: tag"
+        assert openapi_path(path) not in spec["paths"], path
 
 
 @pytest.mark.parametrize(
