@@ -180,7 +180,8 @@ class LiveSettings:
     heartbeat_seconds: float = ts.option(
         default=15.0,
         validator=_positive,
-        help="An idle live connection gets an SSE comment or a WebSocket ping this often.",
+        help="An idle live connection gets an SSE comment or a WebSocket heartbeat frame "
+        "this often.",
     )
     queue_events: int = ts.option(
         default=1000,
@@ -190,8 +191,8 @@ class LiveSettings:
     ticket_seconds: float = ts.option(
         default=30.0, validator=_positive, help="How long a live ticket may be used."
     )
-    typing_interval_seconds: float = ts.option(
-        default=2.0,
+    typing_interval_seconds: int = ts.option(
+        default=2,
         validator=_positive,
         help="At most one typing event per client and session this often.",
     )

@@ -66,6 +66,15 @@ class InvalidField(DomainError):
     code = "validation-error"
     title = "Request is not valid"
 
-    def __init__(self, detail: str, *, pointer: str) -> None:
+    def __init__(
+        self, detail: str, *, pointer: str | None = None, parameter: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.pointer = pointer
+        self.parameter = parameter
+
+    def location(self) -> dict[str, str]:
+        """Where the value was: a JSON pointer into the body, or a query parameter."""
+        if self.parameter is not None:
+            return {"parameter": self.parameter}
+        return {"pointer": self.pointer or "#"}

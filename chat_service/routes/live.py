@@ -24,7 +24,7 @@ from quart import Blueprint, Response, request, websocket
 from quart_schema import document_response, security_scheme, tag_blueprint
 from quart_schema.validation import QuerystringValidationError
 
-from chat_service.errors import DomainError, Unavailable
+from chat_service.errors import DomainError, InvalidField, Unavailable
 from chat_service.routes import messages as messages_routes
 from chat_service.routes.auth import SECURITY_SCHEME, authenticated, principal_from
 from chat_service.routes.bodies import query_args
@@ -60,6 +60,7 @@ blueprint = Blueprint("live", __name__)
 tag_blueprint(blueprint, ["live"])
 
 EVENT_STREAM = "text/event-stream"
+LAST_EVENT_ID = "Last-Event-ID"
 # How long an SSE client waits before reconnecting (its EventSource's `retry`).
 RETRY_MILLISECONDS = 2000
 HEARTBEAT_FRAME = '{"event":"heartbeat","id":null,"data":{}}'
@@ -135,11 +136,16 @@ async def session_events(session_id: uuid.UUID, query_args: SessionStreamQuery) 
     (`reason`: `overflow` or `shutdown`); reconnect and resume.
     """
     state = app_state()
-    after = _last_event_id()
-    after = query_args.after if after is None else after
+    resumed = _last_event_id()
+    after = query_args.after if resumed is None else resumed
     principal = await live_principal(query_args.ticket, request.headers.get("Authorization"))
     stream = state.live.session_events(principal, session_id, after=after)
-    return await _event_stream(stream)
+    try:
+        return await _event_stream(stream)
+    except InvalidField as error:
+        if resumed is None:
+            raise
+        raise InvalidField(error.detail, parameter=LAST_EVENT_ID) from None
 
 
 @blueprint.get("/events")
@@ -168,13 +174,13 @@ async def tenant_events(query_args: TenantStreamQuery) -> Response:
 
 
 def _last_event_id() -> int | None:
-    value = request.headers.get("Last-Event-ID")
+    value = request.headers.get(LAST_EVENT_ID)
     if value is None or not value.strip():
         return None
     value = value.strip()
     if not value.isascii() or not value.isdigit() or len(value) > 19:
         detail = "must be the id of an event of this stream"
-        raise InvalidInput([{"detail": detail, "parameter": "Last-Event-ID"}])
+        raise InvalidInput([{"detail": detail, "parameter": LAST_EVENT_ID}])
     return int(value)
 
 
@@ -262,7 +268,7 @@ def event_data(event: LiveEvent) -> str:
 
 
 def _sse_notice(kind: str, data: dict[str, Any]) -> bytes:
-    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+    return f"event: {kind}\ndata: {_json(data)}\n\n".encode()
 
 
 # -- WebSocket -------------------------------------------------------------------------
@@ -311,6 +317,9 @@ async def _refuse(error: Exception) -> None:
         code, reason = CLOSE_TRY_AGAIN_LATER, "the database is unavailable: try again"
     elif (document := problem_for(error)) is not None:
         code, reason = 4000 + int(document["status"]), str(document["detail"])
+        if isinstance(error, InvalidField):
+            where = error.parameter or error.pointer
+            reason = f"{where}: {error.detail}"
     else:
         raise error
     await websocket.accept()
@@ -424,7 +433,12 @@ async def _act(
 
 
 def _reply(kind: str, ref: str | None, data: dict[str, Any]) -> str:
-    return json.dumps({"event": kind, "id": None, "data": {"ref": ref, **data}})
+    return _json({"event": kind, "id": None, "data": {"ref": ref, **data}})
+
+
+def _json(value: Any) -> str:
+    # Compact, as the events are.
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _problem(status: int, detail: str) -> dict[str, Any]:

@@ -73,7 +73,7 @@ def problem_for(error: Exception) -> dict[str, Any] | None:
     For errors that do not travel as an HTTP response (WebSocket frames).
     """
     if isinstance(error, InvalidField):
-        return _invalid_body([{"detail": error.detail, "pointer": error.pointer}])
+        return _invalid_body([{"detail": error.detail, **error.location()}])
     if isinstance(error, InvalidInput):
         return _invalid_body(error.errors)
     if isinstance(error, ValidationError):
@@ -115,7 +115,7 @@ def register(app: Quart) -> None:
 
     @app.errorhandler(InvalidField)
     async def invalid_field(error: InvalidField) -> Response:
-        return _invalid([{"detail": error.detail, "pointer": error.pointer}])
+        return _invalid([{"detail": error.detail, **error.location()}])
 
     @app.errorhandler(DomainError)
     async def domain(error: DomainError) -> Response:

@@ -206,8 +206,9 @@ def _assignee(value: str | None, principal: Principal) -> uuid.UUID | None:
 async def mark_read(session_id: uuid.UUID, data: ReadMarker, principal: Principal) -> Response:
     """Record how far the caller has read a session.
 
-    Support side only: sets the caller's last read `seq`, which the inbox's unread
-    counts start from. It never moves back. Answers 204.
+    Sets the caller's last read `seq` (never moving back): an agent's is where the
+    inbox's unread counts start; a customer's is kept for the session. Live streams
+    get a `read` event. Answers 204.
     """
     state = app_state()
     await inbox_service.mark_read(

@@ -231,7 +231,7 @@ async def mark_read(
     insert = postgresql_insert if db.dialect == "postgresql" else sqlite_insert
     newest = func.greatest if db.dialect == "postgresql" else func.max
 
-    def write(connection: Connection) -> None:
+    def write(connection: Connection) -> int:
         session = find_session(connection, principal, session_id)
         if session is None:
             raise NotFound(f"session {session_id} does not exist")
@@ -240,15 +240,17 @@ async def mark_read(
         statement = insert(READS).values(
             session_id=session_id, reader_id=principal.reader_id, last_read_seq=seq
         )
-        connection.execute(
+        stored: int = connection.execute(
             statement.on_conflict_do_update(
                 index_elements=[READS.c.session_id, READS.c.reader_id],
                 set_={
                     "last_read_seq": newest(READS.c.last_read_seq, statement.excluded.last_read_seq)
                 },
-            )
-        )
+            ).returning(READS.c.last_read_seq)
+        ).scalar_one()
+        return stored
 
-    await db.run(write, write=True)
+    # The position as stored: a read behind an earlier one leaves it where it was.
+    position = await db.run(write, write=True)
     actor, actor_id = principal.actor
-    publish([Notice(NoticeKind.READ, principal.tenant_id, session_id, seq, actor, actor_id)])
+    publish([Notice(NoticeKind.READ, principal.tenant_id, session_id, position, actor, actor_id)])

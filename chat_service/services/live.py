@@ -25,7 +25,7 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from limits import RateLimitItemPerSecond
@@ -34,7 +34,7 @@ from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import Connection, bindparam, func, select
 
 from chat_service.errors import InvalidField, NotFound
-from chat_service.model import Database, Visibility
+from chat_service.model import Database, Visibility, utc_now
 from chat_service.realtime import Bus, Notice, NoticeKind
 from chat_service.services.access import Principal, Scope
 from chat_service.services.sessions import (
@@ -358,6 +358,7 @@ class _TenantFeed:
         # Sessions with news: (first seq a notice named, last seq a notice named).
         self.pending: dict[uuid.UUID, tuple[int, int]] = {}
         self.known: collections.OrderedDict[uuid.UUID, int] = collections.OrderedDict()
+        self.checked_at = utc_now()
         self._pump: asyncio.Task[None] | None = None
 
     def notice(self, notice: Notice) -> None:
@@ -369,10 +370,29 @@ class _TenantFeed:
             activity = Activity(notice.session_id, notice.actor or "", notice.actor_id, notice.seq)
             self._hand_out(LiveEvent(EventKind.READ, activity))
 
-    def resync(self) -> None:
-        """Re-read the sessions this feed has shown (notices may have been missed)."""
-        for session_id, seq in self.known.items():
-            self.pending.setdefault(session_id, (seq + 1, seq + 1))
+    async def check(self) -> None:
+        """Look for sessions changed since the last check (notices may have been missed).
+
+        Reads the sessions whose last activity is at most ``tenant_replay_seconds``
+        older than the previous check, and queues those beyond what this feed has
+        shown. Too many for one read: the subscribers are told to reload.
+        """
+        now = utc_now()
+        since = self.checked_at - timedelta(seconds=self.hub.tenant_replay_seconds)
+        params = {"tenant_id": self.tenant_id, "since": since}
+        rows = await self.hub.db.run(
+            lambda connection: connection.execute(_CHANGED_SINCE, params).all(), write=False
+        )
+        self.checked_at = now
+        if len(rows) > TENANT_REPLAY_MAX:
+            self._hand_out(LiveEvent(EventKind.RESYNC, None))
+            return
+        for row in rows:
+            session = SessionRow(*row[:-1])
+            known = self.known.get(session.id)
+            if known is None or session.last_seq > known:
+                first = session.last_seq if known is None else known + 1
+                self.pending.setdefault(session.id, (first, session.last_seq))
         self._kick()
 
     def _kick(self) -> None:
@@ -457,7 +477,7 @@ class LiveHub:
         heartbeat_seconds: float,
         resync_seconds: float,
         tenant_replay_seconds: float,
-        typing_interval_seconds: float,
+        typing_interval_seconds: int,
     ) -> None:
         self.db = db
         self.bus = bus
@@ -470,8 +490,9 @@ class LiveHub:
         self._tenants: dict[uuid.UUID, _TenantFeed] = {}
         self._subscriptions: set[Subscription] = set()
         self._typing = MovingWindowRateLimiter(MemoryStorage())
-        self._typing_limit = RateLimitItemPerSecond(1, max(1, math.ceil(typing_interval_seconds)))
+        self._typing_limit = RateLimitItemPerSecond(1, typing_interval_seconds)
         self._resyncer: asyncio.Task[None] | None = None
+        self._checks: set[asyncio.Task[None]] = set()
         self.stopping = False
         bus.attach(self._dispatch, self.resync)
 
@@ -520,19 +541,32 @@ class LiveHub:
         """Re-read every live session: notices may have been missed."""
         for feed in tuple(self._sessions.values()):
             feed.resync()
-        for tenant in tuple(self._tenants.values()):
-            tenant.resync()
+        if self._tenants:
+            task = asyncio.ensure_future(self._check_tenants())
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
 
     async def _resync_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.resync_seconds)
+            await self._check_heads()
+            await self._check_tenants()
+
+    async def _check_tenants(self) -> None:
+        for tenant in tuple(self._tenants.values()):
             try:
-                await self._check_heads()
+                await tenant.check()
             except Exception:
-                log.warning("live resync could not read the sessions", exc_info=True)
+                log.warning("live resync could not read a tenant's sessions", exc_info=True)
 
     async def _check_heads(self) -> None:
         """Compare each live session's feed with the database (a cheap safety net)."""
+        try:
+            await self._compare_heads()
+        except Exception:
+            log.warning("live resync could not read the sessions", exc_info=True)
+
+    async def _compare_heads(self) -> None:
         feeds = [feed for feed in self._sessions.values() if feed.ready.done()]
         for start in range(0, len(feeds), READ_BATCH):
             chunk = {feed.session_id: feed for feed in feeds[start : start + READ_BATCH]}
@@ -626,7 +660,7 @@ class LiveHub:
         if after is None:
             return int(last_seq)
         if after > last_seq:
-            raise InvalidField(f"the session's last seq is {last_seq}", pointer="after")
+            raise InvalidField(f"the session's last seq is {last_seq}", parameter="after")
         return after
 
     async def tenant_events(

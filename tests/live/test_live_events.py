@@ -134,6 +134,10 @@ async def test_reads_are_stored_and_relayed(server: LiveServer) -> None:
         assert (await socket.until("ack"))["data"] == {"ref": "r", "type": "read", "seq": 2}
         read = await agent_stream.until("read")
         assert (read.data["actor"], read.data["seq"]) == ("customer", 2)
+        await socket.send({"type": "read", "seq": 1})  # behind: the position stays
+        await socket.until("ack")
+        read = await agent_stream.until("read")
+        assert (read.data["actor"], read.data["seq"]) == ("customer", 2)
         # The agent's own read (no credential: the local caller) clears the inbox count.
         marked = await client.post(f"/sessions/{session['id']}/read", json={"seq": 2})
         assert marked.status_code == 204
@@ -177,14 +181,21 @@ async def test_resuming_beyond_the_last_seq_is_refused(server: LiveServer) -> No
     async with server.client() as client:
         response = await sse_refused(client, f"/sessions/{session['id']}/events?after=5")
         assert response.status_code == 422
+        assert response.json()["errors"] == [
+            {"detail": "the session's last seq is 1", "parameter": "after"}
+        ]
+        response = await sse_refused(
+            client, f"/sessions/{session['id']}/events", **{"Last-Event-ID": "5"}
+        )
+        assert response.json()["errors"][0]["parameter"] == "Last-Event-ID"
         response = await sse_refused(
             client, f"/sessions/{session['id']}/events", **{"Last-Event-ID": "abc"}
         )
         assert response.status_code == 422
         response = await sse_refused(client, f"/sessions/{session['id']}/events?after=-1")
         assert response.status_code == 422
-    code, _ = await ws_close_code(server, f"/sessions/{session['id']}/live?after=5")
-    assert code == 4422
+    closed = await ws_close_code(server, f"/sessions/{session['id']}/live?after=5")
+    assert closed == (4422, "after: the session's last seq is 1")
     code, _ = await ws_close_code(server, "/sessions/00000000-0000-7000-8000-000000000000/live")
     assert code == 4404
 
@@ -238,3 +249,41 @@ class TestSlowConsumers:
         async with ws(server, f"{path}/live?after={received[-1] if received else 1}") as again:
             rest = [(await again.next())["id"] for _ in range(40 - len(received))]
         assert received + rest == list(range(2, 42))
+
+
+class TestLostNotices:
+    """A write whose notice never went out (its process died after COMMIT) still
+    reaches the streams, by the periodic resync."""
+
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, dict[str, Any]]:
+        return {"live": {"resync_seconds": 0.3, "tenant_replay_seconds": 5}}
+
+    async def test_the_periodic_resync_delivers_what_was_never_announced(
+        self, server: LiveServer
+    ) -> None:
+        session = await open_session(server)
+        state = app_state(server.app)
+
+        def lost(_notices: object) -> None:
+            pass
+
+        async with (
+            server.client() as client,
+            sse(client, f"/sessions/{session['id']}/events") as session_stream,
+            sse(client, "/events") as tenant_stream,
+        ):
+            await messages.post_message(
+                state.db,
+                local_principal(),
+                publish=lost,
+                session_id=uuid.UUID(session["id"]),
+                content="unannounced",
+                author_type=AuthorType.CUSTOMER,
+            )
+            event = await session_stream.next(timeout=5)
+            assert (event.id, event.data["content"]) == ("2", "unannounced")
+            message = await tenant_stream.until("message", timeout=5)
+            assert message.data["content"] == "unannounced"
+            changed = await tenant_stream.until("session", timeout=5)
+            assert (changed.data["id"], changed.data["last_seq"]) == (session["id"], 2)
