@@ -424,10 +424,10 @@ async def _act(
         sent = await state.live.typing(principal, session_id, checked=True)
         return {"sent": sent}
     if isinstance(frame, ReadFrame):
-        await inbox.mark_read(
+        position = await inbox.mark_read(
             state.db, principal, session_id=session_id, seq=frame.seq, publish=state.live.publish
         )
-        return {"seq": frame.seq}
+        return {"seq": position}
     posted = await messages_routes.post(principal, session_id, frame)
     return {"id": str(posted.message.id), "seq": posted.message.seq}
 

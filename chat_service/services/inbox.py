@@ -215,8 +215,10 @@ async def list_inbox(
 @cancel_safe
 async def mark_read(
     db: Database, principal: Principal, *, session_id: uuid.UUID, seq: int, publish: Publisher
-) -> None:
+) -> int:
     """Record that the caller has read a session up to ``seq`` (never moves back).
+
+    Returns the position as stored: higher than ``seq`` when an earlier read was.
 
     A customer records it for their own session; after the COMMIT the read is
     published to the session's live streams (and the tenant's, for agents' inboxes).
@@ -254,3 +256,4 @@ async def mark_read(
     position = await db.run(write, write=True)
     actor, actor_id = principal.actor
     publish([Notice(NoticeKind.READ, principal.tenant_id, session_id, position, actor, actor_id)])
+    return position

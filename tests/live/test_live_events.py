@@ -135,7 +135,7 @@ async def test_reads_are_stored_and_relayed(server: LiveServer) -> None:
         read = await agent_stream.until("read")
         assert (read.data["actor"], read.data["seq"]) == ("customer", 2)
         await socket.send({"type": "read", "seq": 1})  # behind: the position stays
-        await socket.until("ack")
+        assert (await socket.until("ack"))["data"]["seq"] == 2
         read = await agent_stream.until("read")
         assert (read.data["actor"], read.data["seq"]) == ("customer", 2)
         # The agent's own read (no credential: the local caller) clears the inbox count.
