@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
-import redis.exceptions
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 log = logging.getLogger(__name__)
@@ -323,10 +321,14 @@ class RedisBus(_RemoteBus):
     def __init__(self, url: str, channel: str, *, reconnect_max_seconds: float = 10.0) -> None:
         super().__init__(channel, reconnect_max_seconds=reconnect_max_seconds)
         self.url = url
-        self._client: aioredis.Redis | None = None
+        self._client: Any = None
         self._pubsub: Any = None
 
     async def _connect(self) -> None:
+        # Imported here: redis-py takes a noticeable part of a second to import, and
+        # only this bus needs it.
+        import redis.asyncio as aioredis
+
         client = aioredis.from_url(
             self.url,
             socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
@@ -361,7 +363,7 @@ class RedisBus(_RemoteBus):
             reader.result()
         finally:
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, redis.exceptions.RedisError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
 
     async def _read(self) -> None:

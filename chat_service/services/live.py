@@ -28,9 +28,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from limits import RateLimitItemPerSecond
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import Connection, bindparam, func, select
 
 from chat_service.errors import InvalidField, NotFound
@@ -489,8 +486,8 @@ class LiveHub:
         self._sessions: dict[tuple[uuid.UUID, uuid.UUID], _SessionFeed] = {}
         self._tenants: dict[uuid.UUID, _TenantFeed] = {}
         self._subscriptions: set[Subscription] = set()
-        self._typing = MovingWindowRateLimiter(MemoryStorage())
-        self._typing_limit = RateLimitItemPerSecond(1, typing_interval_seconds)
+        self.typing_interval_seconds = typing_interval_seconds
+        self._typing_limiter: Any = None
         self._resyncer: asyncio.Task[None] | None = None
         self._checks: set[asyncio.Task[None]] = set()
         self.stopping = False
@@ -581,6 +578,12 @@ class LiveHub:
                 feed = chunk[session_id]
                 if last_seq > feed.head:
                     feed.resync(last_seq)
+
+    def _typing_limit(self) -> _TypingLimit:
+        if self._typing_limiter is None:
+            self._typing_limiter = _TypingLimit(self.typing_interval_seconds)
+        limiter: _TypingLimit = self._typing_limiter
+        return limiter
 
     # -- subscribing -----------------------------------------------------------------
 
@@ -739,12 +742,30 @@ class LiveHub:
                 raise NotFound(f"session {session_id} does not exist")
         actor, actor_id = principal.actor
         key = f"{actor}:{actor_id}" if actor_id else f"{actor}:{session_id}"
-        if not self._typing.hit(self._typing_limit, str(session_id), key):
+        if not self._typing_limit().hit(str(session_id), key):
             return False
         self.publish(
             [Notice(NoticeKind.TYPING, principal.tenant_id, session_id, 0, actor, actor_id)]
         )
         return True
+
+
+class _TypingLimit:
+    """At most one typing event per client and session per interval (this process).
+
+    Built on first use: the ``limits`` package takes a while to import.
+    """
+
+    def __init__(self, interval_seconds: int) -> None:
+        from limits import RateLimitItemPerSecond
+        from limits.storage import MemoryStorage
+        from limits.strategies import MovingWindowRateLimiter
+
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._item = RateLimitItemPerSecond(1, interval_seconds)
+
+    def hit(self, *identifiers: str) -> bool:
+        return bool(self._limiter.hit(self._item, *identifiers))
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
