@@ -75,7 +75,7 @@ _FRAMES: dict[object, type[SendFrame | TypingFrame | ReadFrame]] = {
     "typing": TypingFrame,
     "read": ReadFrame,
 }
-Stream = AsyncIterator[LiveEvent | None]
+Stream = AsyncIterator[list[LiveEvent] | None]
 
 
 # -- tickets -------------------------------------------------------------------------
@@ -194,8 +194,9 @@ async def _event_stream(stream: Stream) -> Response:
     async def body() -> AsyncIterator[bytes]:
         try:
             yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
-            async for event in stream:
-                yield b": keep-alive\n\n" if event is None else sse_frame(event)
+            async for batch in stream:
+                # What is ready at once goes in one write.
+                yield b": keep-alive\n\n" if batch is None else b"".join(map(sse_frame, batch))
         except StreamClosed as closed:
             yield _sse_notice("close", {"reason": closed.reason.value})
         except Unavailable:
@@ -368,8 +369,12 @@ def _closing(sending: asyncio.Task[None]) -> tuple[int, str]:
 
 
 async def _send_events(stream: Stream) -> None:
-    async for event in stream:
-        await websocket.send(HEARTBEAT_FRAME if event is None else ws_frame(event))
+    async for batch in stream:
+        if batch is None:
+            await websocket.send(HEARTBEAT_FRAME)
+            continue
+        for event in batch:
+            await websocket.send(ws_frame(event))
 
 
 async def _drain(replies: AsyncIterator[str]) -> None:

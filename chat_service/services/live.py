@@ -157,13 +157,22 @@ class Subscription:
             if self.closed is not None:
                 raise StreamClosed(self.closed)
             self.wake.clear()
+            # asyncio.timeout, not wait_for: no task per wait (a thousand subscribers
+            # wake for every message).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), wait_seconds)
+                async with asyncio.timeout(wait_seconds):
+                    await self.wake.wait()
             if not self.events:
                 if self.closed is not None:
                     raise StreamClosed(self.closed)
                 return None
         return self.events.popleft()
+
+    def take_queued(self) -> list[LiveEvent]:
+        """The events already queued, without waiting (to send them in one write)."""
+        events = list(self.events)
+        self.events.clear()
+        return events
 
 
 # -- statements, built once --------------------------------------------------------
@@ -449,9 +458,13 @@ class _TenantFeed:
             if after >= state.session.last_seq:
                 continue
             params = {"session_id": session_id, "after": after, "limit": TENANT_MESSAGES_MAX}
+            # Up to the state's last seq only: on PostgreSQL each statement has its own
+            # snapshot, and a message committed in between would be shown again with
+            # the next notice.
             messages[session_id] = [
-                MessageView.from_row(session_id, row)
+                message
                 for row in connection.execute(_AFTER[False], params)
+                if (message := MessageView.from_row(session_id, row)).seq <= state.session.last_seq
             ]
         return states, messages
 
@@ -601,11 +614,12 @@ class LiveHub:
 
     async def session_events(
         self, principal: Principal, session_id: uuid.UUID, *, after: int | None
-    ) -> AsyncIterator[LiveEvent | None]:
+    ) -> AsyncIterator[list[LiveEvent] | None]:
         """A session's events after seq ``after`` (None: from now on), then live.
 
-        Yields None when ``heartbeat_seconds`` pass without an event. The first
-        ``yield`` comes once the caller's access is checked.
+        Yields the events in batches (what is ready at once, to be sent in one
+        write), and None when ``heartbeat_seconds`` pass without an event. The first
+        ``yield`` (None) comes once the caller's access is checked.
 
         Raises:
             Forbidden: the credential lacks ``sessions:read``.
@@ -632,19 +646,26 @@ class LiveHub:
                     lambda connection, p=params: connection.execute(_AFTER[customer], p).all(),  # type: ignore[misc]
                     write=False,
                 )
-                for row in rows:
-                    message = MessageView.from_row(session_id, row)
-                    cursor = message.seq
-                    yield _message_event(message)
+                if rows:
+                    messages = [MessageView.from_row(session_id, row) for row in rows]
+                    cursor = messages[-1].seq
+                    yield [_message_event(message) for message in messages]
                 if len(rows) < READ_BATCH:
                     break
             while True:
-                event = await subscription.next(self.heartbeat_seconds)
-                if event is not None and event.kind is EventKind.MESSAGE:
-                    if event.position is None or event.position <= cursor:
-                        continue  # already sent while catching up
-                    cursor = event.position
-                yield event
+                first = await subscription.next(self.heartbeat_seconds)
+                if first is None:
+                    yield None
+                    continue
+                batch = []
+                for event in (first, *subscription.take_queued()):
+                    if event.kind is EventKind.MESSAGE:
+                        if event.position is None or event.position <= cursor:
+                            continue  # already sent while catching up
+                        cursor = event.position
+                    batch.append(event)
+                if batch:
+                    yield batch
         finally:
             self._subscriptions.discard(subscription)
             feed.subscribers.discard(subscription)
@@ -668,13 +689,13 @@ class LiveHub:
 
     async def tenant_events(
         self, principal: Principal, *, after: int | None
-    ) -> AsyncIterator[LiveEvent | None]:
+    ) -> AsyncIterator[list[LiveEvent] | None]:
         """The tenant's session changes and new messages (support side only).
 
         With ``after`` (an inbox position), first the sessions changed since then
         (and ``tenant_replay_seconds`` before it), as ``session`` events; more than
-        ``TENANT_REPLAY_MAX`` give one ``resync`` event instead. Yields None when
-        ``heartbeat_seconds`` pass without an event.
+        ``TENANT_REPLAY_MAX`` give one ``resync`` event instead. Yields batches of
+        events, and None when ``heartbeat_seconds`` pass without an event.
 
         Raises:
             Forbidden: customers, and credentials without ``sessions:read``.
@@ -690,10 +711,10 @@ class LiveHub:
         try:
             yield None
             if after is not None:
-                for event in await self._tenant_replay(principal.tenant_id, after):
-                    yield event
+                yield await self._tenant_replay(principal.tenant_id, after)
             while True:
-                yield await subscription.next(self.heartbeat_seconds)
+                first = await subscription.next(self.heartbeat_seconds)
+                yield None if first is None else [first, *subscription.take_queued()]
         finally:
             self._subscriptions.discard(subscription)
             tenant.subscribers.discard(subscription)
