@@ -210,30 +210,44 @@ class _RemoteBus(Bus):
         self._pending = restored
 
     async def _run(self) -> None:
-        retrying = AsyncRetrying(
-            wait=wait_exponential_jitter(
-                multiplier=0.05, jitter=0.1, max=self.reconnect_max_seconds
-            ),
-            retry=retry_if_exception_type(Exception),
-            before_sleep=lambda state: log.warning(
-                "event bus (%s): cannot connect (%s); retrying",
-                self.name,
-                type(state.outcome.exception()).__name__ if state.outcome else "?",
-            ),
-        )
         while not self._closing:
+            # Backoff across whole connect-and-listen cycles: a connection that fails
+            # soon after it opened waits longer each time; one that lasted starts over.
+            retrying = AsyncRetrying(
+                wait=wait_exponential_jitter(
+                    multiplier=0.05, jitter=0.1, max=self.reconnect_max_seconds
+                ),
+                retry=retry_if_exception_type(Exception),
+                before_sleep=lambda state: log.warning(
+                    "event bus (%s): connection failed (%s); retrying",
+                    self.name,
+                    type(state.outcome.exception()).__name__ if state.outcome else "?",
+                ),
+            )
             async for attempt in retrying:
                 with attempt:
-                    await self._connect()
-            try:
-                await self._serve()
-            except asyncio.CancelledError:
+                    await self._cycle()
+
+    async def _cycle(self) -> None:
+        """Connect and listen until the connection is lost.
+
+        Returns when the connection lasted (the next cycle starts without delay);
+        raises when it failed early (the next one waits).
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            await self._connect()
+            await self._serve()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("event bus (%s): connection lost (%s)", self.name, type(error).__name__)
+            if loop.time() - started < PING_SECONDS:
                 raise
-            except Exception as error:
-                log.warning("event bus (%s): connection lost (%s)", self.name, type(error).__name__)
-            finally:
-                self._connected = False
-                await self._disconnect()
+        finally:
+            self._connected = False
+            await self._disconnect()
 
     async def _connect(self) -> None:
         raise NotImplementedError
@@ -263,7 +277,9 @@ class PostgresBus(_RemoteBus):
         self._lost = asyncio.Event()
 
     async def _connect(self) -> None:
-        self._lost = asyncio.Event()
+        # One event per connection: a closing connection's listener must not mark the
+        # next one lost.
+        lost = self._lost = asyncio.Event()
         connection = await asyncpg.connect(
             self.dsn,
             timeout=CONNECT_TIMEOUT_SECONDS,
@@ -271,8 +287,12 @@ class PostgresBus(_RemoteBus):
             server_settings={"application_name": LISTENER_APPLICATION_NAME},
         )
         self._connection = connection
-        connection.add_termination_listener(lambda _connection: self._lost.set())
-        await connection.add_listener(self.channel, self._on_payload)
+        connection.add_termination_listener(lambda _connection: lost.set())
+        try:
+            await connection.add_listener(self.channel, self._on_payload)
+        except BaseException:
+            connection.terminate()
+            raise
 
     def _on_payload(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         self._received(payload)
@@ -285,11 +305,13 @@ class PostgresBus(_RemoteBus):
             if not self._pending:
                 wake = asyncio.ensure_future(self._wake.wait())
                 lost = asyncio.ensure_future(self._lost.wait())
-                done, pending = await asyncio.wait(
-                    {wake, lost}, timeout=PING_SECONDS, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in pending:
-                    task.cancel()
+                try:
+                    done, _ = await asyncio.wait(
+                        {wake, lost}, timeout=PING_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    wake.cancel()
+                    lost.cancel()
                 if not done:
                     await connection.fetchval("SELECT 1", timeout=CONNECT_TIMEOUT_SECONDS)
                 continue
@@ -338,7 +360,11 @@ class RedisBus(_RemoteBus):
         self._client = client
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._pubsub = pubsub
-        await pubsub.subscribe(self.channel)
+        try:
+            await pubsub.subscribe(self.channel)
+        except BaseException:
+            await self._disconnect()
+            raise
 
     async def _serve(self) -> None:
         assert self._client is not None  # noqa: S101 - set by _connect
@@ -348,8 +374,10 @@ class RedisBus(_RemoteBus):
             while not reader.done():
                 if not self._pending:
                     wake = asyncio.ensure_future(self._wake.wait())
-                    await asyncio.wait({wake, reader}, return_when=asyncio.FIRST_COMPLETED)
-                    wake.cancel()
+                    try:
+                        await asyncio.wait({wake, reader}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        wake.cancel()
                     continue
                 payloads = self._take_pending()
                 try:

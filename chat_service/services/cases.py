@@ -106,7 +106,7 @@ async def update_case(
     # The answer is the session with its messages: only for callers that may read it.
     principal.require(Scope.SESSIONS_READ)
 
-    def write(connection: Connection) -> tuple[SessionView, bool] | None:
+    def write(connection: Connection) -> tuple[SessionView, int | None] | None:
         session = find_session(connection, principal, session_id, for_update=True)
         if session is None:
             return None
@@ -119,7 +119,7 @@ async def update_case(
             unchanged = recent_messages(
                 connection, session, limit=inline_limit, up_to=session.last_seq, customer=False
             )
-            return unchanged, False
+            return unchanged, None
         now = utc_now()
         values: dict[str, Any] = {
             "last_seq": session.last_seq + len(events),
@@ -155,15 +155,20 @@ async def update_case(
         view = recent_messages(
             connection, updated, limit=inline_limit, up_to=updated.last_seq, customer=False
         )
-        return view, True
+        return view, session.last_seq + 1
 
     result = await db.run(write, write=True)
     if result is None:
         raise NotFound(f"session {session_id} does not exist")
-    view, changed = result
-    if changed:
+    view, first_seq = result
+    if first_seq is not None:
+        # From the first event (the inbox shows each) to the last.
+        tenant = view.session.tenant_id
         publish(
-            [Notice(NoticeKind.SESSION, view.session.tenant_id, view.id, view.session.last_seq)]
+            [
+                Notice(NoticeKind.MESSAGE, tenant, view.id, first_seq),
+                Notice(NoticeKind.SESSION, tenant, view.id, view.session.last_seq),
+            ]
         )
     return view
 

@@ -251,6 +251,7 @@ class _SessionFeed:
         self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.ready.add_done_callback(_retrieve)
         self._pump: asyncio.Task[None] | None = None
+        self.forgotten = False  # no subscriber left: stop reading
         self._start = asyncio.ensure_future(self._initialise())
 
     async def _initialise(self) -> None:
@@ -297,7 +298,7 @@ class _SessionFeed:
         self._kick()
 
     def _kick(self) -> None:
-        if not self.ready.done() or self.ready.exception() is not None:
+        if not self.ready.done() or self.ready.exception() is not None or self.forgotten:
             return
         if self._pump is None or self._pump.done():
             self._pump = asyncio.ensure_future(self._run())
@@ -338,10 +339,14 @@ class _SessionFeed:
                     self.updated.clear()
                     if seqs:
                         params_at = {"session_id": self.session_id, "seqs": seqs}
-                        rows = await db.run(
-                            lambda connection, p=params_at: connection.execute(_AT, p).all(),  # type: ignore[misc]
-                            write=False,
-                        )
+                        try:
+                            rows = await db.run(
+                                lambda connection, p=params_at: connection.execute(_AT, p).all(),  # type: ignore[misc]
+                                write=False,
+                            )
+                        except Exception:
+                            self.updated.update(seqs)  # tried again with the retry
+                            raise
                         for row in rows:
                             message = MessageView.from_row(self.session_id, row)
                             self._hand_out(_message_event(message, EventKind.MESSAGE_UPDATED))
@@ -517,12 +522,20 @@ class LiveHub:
         self._resyncer = asyncio.ensure_future(self._resync_periodically())
 
     async def close(self) -> None:
-        """End every stream and disconnect the bus."""
+        """End every stream, stop reading, and disconnect the bus."""
         self.shutdown()
+        tasks = [*self._checks]
         if self._resyncer is not None:
-            self._resyncer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resyncer
+            tasks.append(self._resyncer)
+        for feed in tuple(self._sessions.values()):
+            self._forget(feed)
+            if feed._pump is not None:
+                tasks.append(feed._pump)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         await self.bus.close()
 
     def shutdown(self) -> None:
@@ -551,7 +564,7 @@ class LiveHub:
         """Re-read every live session: notices may have been missed."""
         for feed in tuple(self._sessions.values()):
             feed.resync()
-        if self._tenants:
+        if self._tenants and not self._checks:  # one check at a time
             task = asyncio.ensure_future(self._check_tenants())
             self._checks.add(task)
             task.add_done_callback(self._checks.discard)
@@ -608,6 +621,7 @@ class LiveHub:
         return subscription
 
     def _forget(self, feed: _SessionFeed) -> None:
+        feed.forgotten = True
         key = (feed.tenant_id, feed.session_id)
         if self._sessions.get(key) is feed:
             del self._sessions[key]
@@ -722,6 +736,7 @@ class LiveHub:
                 del self._tenants[tenant.tenant_id]
 
     async def _tenant_replay(self, tenant_id: uuid.UUID, after: int) -> list[LiveEvent]:
+        after = min(after, inbox_position(utc_now()))  # a position from the future: now
         since_micros = after - math.ceil(self.tenant_replay_seconds * 1_000_000)
         since = datetime.fromtimestamp(max(since_micros, 0) / 1_000_000, tz=UTC)
         rows = await self.db.run(

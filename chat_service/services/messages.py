@@ -147,8 +147,10 @@ async def post_message(
         utc_now(),
     )
     message, session = await db.group_commit(_append_messages, post)
-    # News up to the session's last seq: a reopening event may follow the message.
-    publish([Notice(NoticeKind.MESSAGE, session.tenant_id, session.id, session.last_seq)])
+    notices = [Notice(NoticeKind.MESSAGE, session.tenant_id, session.id, message.seq)]
+    if session.last_seq > message.seq:  # a reopening event (or another post) followed
+        notices.append(Notice(NoticeKind.SESSION, session.tenant_id, session.id, session.last_seq))
+    publish(notices)
     if inline_limit is None or Scope.SESSIONS_READ not in principal.scopes:
         # A caller that may not read the session gets its own message alone.
         return PostedMessage(message=message, session=None)

@@ -104,3 +104,29 @@ async def test_customers_cannot_follow_the_tenant(server: LiveServer) -> None:
         await response.aread()
         assert response.status_code == 403
         assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_every_event_of_one_commit_is_shown(server: LiveServer) -> None:
+    session = await open_session(server)
+    async with server.client() as client:
+        resolved = await client.patch(f"/sessions/{session['id']}", json={"status": "resolved"})
+        assert resolved.status_code == 200, resolved.text
+        async with sse(client, "/events") as stream:
+            # The customer's message reopens the case: one commit, two seqs.
+            await post(server, session["id"], "it broke again")
+            first = await stream.until("message")
+            second = await stream.next()
+            assert (first.data["content"], second.data["type"]) == ("it broke again", "event")
+            assert second.data["seq"] == first.data["seq"] + 1
+            state = await stream.until("session")
+            assert (state.data["status"], state.data["last_seq"]) == ("pending", second.data["seq"])
+
+
+async def test_a_position_from_the_future_replays_nothing(server: LiveServer) -> None:
+    session = await open_session(server)
+    async with (
+        server.client() as client,
+        sse(client, "/events?after=9999999999999999999") as stream,
+    ):
+        await post(server, session["id"], "live")  # (read as now: the overlap replays)
+        assert (await stream.until("message")).data["content"] == "live"
