@@ -1,7 +1,7 @@
 """Many live subscribers in one process, for the fan-out benchmark (bench/fanout.py).
 
     python -m bench.live_client --port 8080 --path /sessions/<id>/events --transport sse \
-        --connections 500 --result /tmp/records.pickle
+        --connections 500 --result records.pickle
 
 Each connection is a raw non-blocking socket: an HTTP/1.1 request (SSE) or a WebSocket
 handshake (ws), then the bytes as they come, with no HTTP or WebSocket library in the
