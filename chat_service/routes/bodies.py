@@ -16,6 +16,7 @@ from quart_schema import (
     document_request,
 )
 from quart_schema.validation import QuerystringValidationError
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from chat_service.config import LimitSettings
@@ -72,18 +73,24 @@ def query_args(model: type[M]) -> Callable[[Handler], Handler]:
     def decorator(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            values = {
-                key: items if len(items) > 1 else items[0] for key, items in request.args.lists()
-            }
-            try:
-                parsed = model.model_validate(values)
-            except ValidationError as error:
-                raise QuerystringValidationError(error) from None
-            return await handler(*args, query_args=parsed, **kwargs)
+            return await handler(*args, query_args=parse_query(model, request.args), **kwargs)
 
         return document_querystring(model)(wrapper)
 
     return decorator
+
+
+def parse_query(model: type[M], args: MultiDict[str, str]) -> M:
+    """``args`` (a request's or a WebSocket's query) validated against ``model``.
+
+    Raises:
+        QuerystringValidationError: naming each invalid parameter (answers 422).
+    """
+    values = {key: items if len(items) > 1 else items[0] for key, items in args.lists()}
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        raise QuerystringValidationError(error) from None
 
 
 def page_limit(requested: int | None, limits: LimitSettings) -> int:

@@ -27,7 +27,7 @@ from quart_schema.validation import QuerystringValidationError
 from chat_service.errors import DomainError, InvalidField, Unavailable
 from chat_service.routes import messages as messages_routes
 from chat_service.routes.auth import SECURITY_SCHEME, authenticated, principal_from
-from chat_service.routes.bodies import query_args
+from chat_service.routes.bodies import parse_query, query_args
 from chat_service.routes.problems import InvalidInput, problem_for
 from chat_service.routes.responses import json_response, no_content
 from chat_service.routes.state import app_state
@@ -280,7 +280,7 @@ async def session_live(session_id: uuid.UUID) -> None:
     """A session's events, and the client's messages, typing and reads (WebSocket)."""
     state = app_state()
     try:
-        query = _websocket_query(SessionStreamQuery)
+        query = parse_query(SessionStreamQuery, websocket.args)
         principal = await live_principal(query.ticket, websocket.headers.get("Authorization"))
         stream = state.live.session_events(principal, session_id, after=query.after)
     except Exception as error:
@@ -294,21 +294,13 @@ async def tenant_live() -> None:
     """The tenant's inbox events (WebSocket; support side only)."""
     state = app_state()
     try:
-        query = _websocket_query(TenantStreamQuery)
+        query = parse_query(TenantStreamQuery, websocket.args)
         principal = await live_principal(query.ticket, websocket.headers.get("Authorization"))
         stream = state.live.tenant_events(principal, after=query.after)
     except Exception as error:
         await _refuse(error)
         return
     await _serve_websocket(stream, _receive_nothing())
-
-
-def _websocket_query(model: type[SessionStreamQuery | TenantStreamQuery]) -> Any:
-    values = {key: items if len(items) > 1 else items[0] for key, items in websocket.args.lists()}
-    try:
-        return model.model_validate(values)
-    except ValidationError as error:
-        raise QuerystringValidationError(error) from None
 
 
 async def _refuse(error: Exception) -> None:

@@ -227,13 +227,31 @@ def inbox_position(moment: datetime) -> int:
     return math.floor(moment.timestamp() * 1_000_000)
 
 
-def _message_event(message: MessageView, kind: EventKind = EventKind.MESSAGE) -> LiveEvent:
+def _message_event(
+    message: MessageView, kind: EventKind = EventKind.MESSAGE, *, resumable: bool = True
+) -> LiveEvent:
+    """A message's event; ``resumable``: its seq is the position a client resumes from."""
     return LiveEvent(
         kind,
         message,
-        position=message.seq if kind is EventKind.MESSAGE else None,
+        position=message.seq if kind is EventKind.MESSAGE and resumable else None,
         internal=message.visibility is Visibility.INTERNAL,
     )
+
+
+def _session_event(state: SessionState) -> LiveEvent:
+    return LiveEvent(
+        EventKind.SESSION, state, position=inbox_position(state.session.last_activity_at)
+    )
+
+
+async def _last_seq(db: Database, tenant_id: uuid.UUID, session_id: uuid.UUID) -> int | None:
+    """The session's last seq; None when the tenant has no such session."""
+    params = {"session_id": session_id, "tenant_id": tenant_id}
+    last_seq: int | None = await db.run(
+        lambda connection: connection.scalar(_LAST_SEQ, params), write=False
+    )
+    return last_seq
 
 
 class _SessionFeed:
@@ -255,11 +273,8 @@ class _SessionFeed:
         self._start = asyncio.ensure_future(self._initialise())
 
     async def _initialise(self) -> None:
-        params = {"session_id": self.session_id, "tenant_id": self.tenant_id}
         try:
-            last_seq = await self.hub.db.run(
-                lambda connection: connection.scalar(_LAST_SEQ, params), write=False
-            )
+            last_seq = await _last_seq(self.hub.db, self.tenant_id, self.session_id)
         except Exception as error:
             self.hub._forget(self)
             self.ready.set_exception(error)
@@ -427,18 +442,10 @@ class _TenantFeed:
                 )
                 for state in states:
                     for message in messages.get(state.session.id, ()):
-                        # No position: a tenant stream resumes by session states.
-                        event = _message_event(message)
-                        event.position = None
-                        self._hand_out(event)
+                        # A tenant stream resumes by session states, not by seqs.
+                        self._hand_out(_message_event(message, resumable=False))
                     self._remember(state.session.id, state.session.last_seq)
-                    self._hand_out(
-                        LiveEvent(
-                            EventKind.SESSION,
-                            state,
-                            position=inbox_position(state.session.last_activity_at),
-                        )
-                    )
+                    self._hand_out(_session_event(state))
         except Exception:
             log.warning("live feed of a tenant could not read its sessions", exc_info=True)
             self.pending.update(news)
@@ -689,14 +696,11 @@ class LiveHub:
     async def _catch_up_start(
         self, principal: Principal, session_id: uuid.UUID, after: int | None
     ) -> int:
-        params = {"session_id": session_id, "tenant_id": principal.tenant_id}
-        last_seq = await self.db.run(
-            lambda connection: connection.scalar(_LAST_SEQ, params), write=False
-        )
+        last_seq = await _last_seq(self.db, principal.tenant_id, session_id)
         if last_seq is None:
             raise NotFound(f"session {session_id} does not exist")
         if after is None:
-            return int(last_seq)
+            return last_seq
         if after > last_seq:
             raise InvalidField(f"the session's last seq is {last_seq}", parameter="after")
         return after
@@ -747,13 +751,7 @@ class LiveHub:
         )
         if len(rows) > TENANT_REPLAY_MAX:
             return [LiveEvent(EventKind.RESYNC, None)]
-        states = [_state(row) for row in rows]
-        return [
-            LiveEvent(
-                EventKind.SESSION, state, position=inbox_position(state.session.last_activity_at)
-            )
-            for state in states
-        ]
+        return [_session_event(_state(row)) for row in rows]
 
     # -- ephemeral events ------------------------------------------------------------------
 
@@ -769,13 +767,8 @@ class LiveHub:
             Unavailable: the database cannot be used right now.
         """
         principal.check_session(session_id, Scope.SESSIONS_WRITE)
-        if not checked:
-            params = {"session_id": session_id, "tenant_id": principal.tenant_id}
-            exists = await self.db.run(
-                lambda connection: connection.scalar(_LAST_SEQ, params), write=False
-            )
-            if exists is None:
-                raise NotFound(f"session {session_id} does not exist")
+        if not checked and await _last_seq(self.db, principal.tenant_id, session_id) is None:
+            raise NotFound(f"session {session_id} does not exist")
         actor, actor_id = principal.actor
         key = f"{actor}:{actor_id}" if actor_id else f"{actor}:{session_id}"
         if not self._typing_limit().hit(str(session_id), key):
