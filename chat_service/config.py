@@ -181,7 +181,7 @@ class LiveSettings:
         default=15.0,
         validator=_positive,
         help="An idle live connection gets an SSE comment or a WebSocket heartbeat frame "
-        "this often.",
+        "at least this often.",
     )
     queue_events: int = ts.option(
         default=1000,

@@ -131,7 +131,7 @@ async def session_events(session_id: uuid.UUID, query_args: SessionStreamQuery) 
     Customers never get internal notes. Resume with `Last-Event-ID` (an
     `EventSource` sends it by itself) or `?after=<seq>`: everything after that `seq`
     is replayed from the database, then the stream goes live, with no gap and no
-    repeat. An idle stream gets a `: keep-alive` comment every
+    repeat. An idle stream gets a `: keep-alive` comment at least every
     `live.heartbeat_seconds`. The server may end the stream with a `close` event
     (`reason`: `overflow` or `shutdown`); reconnect and resume.
     """

@@ -120,16 +120,24 @@ class LiveEvent:
 
 
 class Subscription:
-    """One live connection's queue of events: bounded, closed when it overflows."""
+    """One live connection's queue of events: bounded, closed when it overflows.
 
-    __slots__ = ("closed", "events", "limit", "staff", "wake")
+    Waking a waiting connection costs one future: a thousand of them wake for every
+    message. Heartbeats come from the hub's ticker (``due``), not from a timer per
+    wait.
+    """
+
+    __slots__ = ("active", "closed", "due", "events", "limit", "loop", "staff", "waiter")
 
     def __init__(self, *, staff: bool, limit: int) -> None:
         self.staff = staff
         self.limit = limit
         self.events: collections.deque[LiveEvent] = collections.deque()
-        self.wake = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        self.waiter: asyncio.Future[None] | None = None
         self.closed: CloseReason | None = None
+        self.active = False  # an event came since the ticker's last look
+        self.due = False  # a heartbeat is due
 
     def offer(self, event: LiveEvent) -> None:
         """Queue ``event`` if this subscriber may see it; close when the queue is full."""
@@ -139,33 +147,46 @@ class Subscription:
             self.close(CloseReason.OVERFLOW)
             return
         self.events.append(event)
-        self.wake.set()
+        self.active = True
+        self.due = False
+        self._wake()
 
     def close(self, reason: CloseReason) -> None:
         """End the stream once the queued events are taken."""
         if self.closed is None:
             self.closed = reason
-            self.wake.set()
+            self._wake()
 
-    async def next(self, wait_seconds: float) -> LiveEvent | None:
-        """The next event; None when ``wait_seconds`` pass without one.
+    def tick(self) -> None:
+        """The hub's heartbeat ticker: a heartbeat is due if nothing came since last time."""
+        if self.active:
+            self.active = False
+        else:
+            self.due = True
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next(self) -> LiveEvent | None:
+        """The next event; None when a heartbeat is due instead.
 
         Raises:
             StreamClosed: the subscription was closed and its queue is empty.
         """
-        if not self.events:
+        while not self.events:
             if self.closed is not None:
                 raise StreamClosed(self.closed)
-            self.wake.clear()
-            # asyncio.timeout, not wait_for: no task per wait (a thousand subscribers
-            # wake for every message).
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_seconds):
-                    await self.wake.wait()
-            if not self.events:
-                if self.closed is not None:
-                    raise StreamClosed(self.closed)
+            if self.due:
+                self.due = False
                 return None
+            self.waiter = self.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
         return self.events.popleft()
 
     def take_queued(self) -> list[LiveEvent]:
@@ -513,7 +534,7 @@ class LiveHub:
         self._subscriptions: set[Subscription] = set()
         self.typing_interval_seconds = typing_interval_seconds
         self._typing_limiter: Any = None
-        self._resyncer: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         self._checks: set[asyncio.Task[None]] = set()
         self.stopping = False
         bus.attach(self._dispatch, self.resync)
@@ -526,14 +547,15 @@ class LiveHub:
     async def start(self) -> None:
         """Connect the bus and start the periodic resync."""
         await self.bus.start()
-        self._resyncer = asyncio.ensure_future(self._resync_periodically())
+        self._background = [
+            asyncio.ensure_future(self._resync_periodically()),
+            asyncio.ensure_future(self._beat_periodically()),
+        ]
 
     async def close(self) -> None:
         """End every stream, stop reading, and disconnect the bus."""
         self.shutdown()
-        tasks = [*self._checks]
-        if self._resyncer is not None:
-            tasks.append(self._resyncer)
+        tasks = [*self._checks, *self._background]
         for feed in tuple(self._sessions.values()):
             self._forget(feed)
             if feed._pump is not None:
@@ -581,6 +603,14 @@ class LiveHub:
             await asyncio.sleep(self.resync_seconds)
             await self._check_heads()
             await self._check_tenants()
+
+    async def _beat_periodically(self) -> None:
+        # Every half interval: a stream gets a heartbeat after between a half and a
+        # whole interval without events.
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds / 2)
+            for subscription in tuple(self._subscriptions):
+                subscription.tick()
 
     async def _check_tenants(self) -> None:
         for tenant in tuple(self._tenants.values()):
@@ -639,7 +669,8 @@ class LiveHub:
         """A session's events after seq ``after`` (None: from now on), then live.
 
         Yields the events in batches (what is ready at once, to be sent in one
-        write), and None when ``heartbeat_seconds`` pass without an event. The first
+        write), and None when a heartbeat is due (after between a half and a whole
+        ``heartbeat_seconds`` without an event). The first
         ``yield`` (None) comes once the caller's access is checked.
 
         Raises:
@@ -674,7 +705,7 @@ class LiveHub:
                 if len(rows) < READ_BATCH:
                     break
             while True:
-                first = await subscription.next(self.heartbeat_seconds)
+                first = await subscription.next()
                 if first is None:
                     yield None
                     continue
@@ -713,7 +744,7 @@ class LiveHub:
         With ``after`` (an inbox position), first the sessions changed since then
         (and ``tenant_replay_seconds`` before it), as ``session`` events; more than
         ``TENANT_REPLAY_MAX`` give one ``resync`` event instead. Yields batches of
-        events, and None when ``heartbeat_seconds`` pass without an event.
+        events, and None when a heartbeat is due.
 
         Raises:
             Forbidden: customers, and credentials without ``sessions:read``.
@@ -731,7 +762,7 @@ class LiveHub:
             if after is not None:
                 yield await self._tenant_replay(principal.tenant_id, after)
             while True:
-                first = await subscription.next(self.heartbeat_seconds)
+                first = await subscription.next()
                 yield None if first is None else [first, *subscription.take_queued()]
         finally:
             self._subscriptions.discard(subscription)
