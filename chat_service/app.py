@@ -11,6 +11,7 @@ from chat_service.config import Settings
 from chat_service.model import Database
 from chat_service.realtime import Bus, MemoryBus, PostgresBus, RedisBus
 from chat_service.routes.auth import SECURITY_SCHEMES
+from chat_service.routes.live import LiveWebsocket
 from chat_service.routes.openapi import OpenAPIProvider
 from chat_service.routes.state import EXTENSION_KEY, AppState, app_state
 from chat_service.services.cursors import CursorCodec
@@ -27,6 +28,7 @@ document.
 def create_app(settings: Settings) -> Quart:
     """Build the application from ``settings``; the database opens when serving starts."""
     app = Quart("chat_service")
+    app.websocket_class = LiveWebsocket
     app.config.update(
         MAX_CONTENT_LENGTH=settings.http.max_body_bytes,
         BODY_TIMEOUT=settings.http.body_timeout_seconds,

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from quart import Blueprint, Response, request, websocket
+from quart.wrappers import Websocket
 from quart_schema import document_response, security_scheme, tag_blueprint
 from quart_schema.validation import QuerystringValidationError
 
@@ -360,18 +361,39 @@ def _closing(sending: asyncio.Task[None]) -> tuple[int, str]:
     return 1011, "internal error"
 
 
+class LiveWebsocket(Websocket):
+    """The application's websocket object: with a send for frames after ``accept()``."""
+
+    async def send_accepted(self, frame: str) -> None:
+        """Send a text frame on an accepted connection.
+
+        ``send()`` also accepts the connection again and yields to the event loop
+        before every frame: a thousand connections pay that for every message.
+        """
+        await self._send(frame)
+
+
+def _accepted_websocket() -> LiveWebsocket:
+    current = websocket._get_current_object()  # type: ignore[attr-defined]
+    if not isinstance(current, LiveWebsocket):
+        raise TypeError("the application's websocket_class must be LiveWebsocket")
+    return current
+
+
 async def _send_events(stream: Stream) -> None:
+    send = _accepted_websocket().send_accepted
     async for batch in stream:
         if batch is None:
-            await websocket.send(HEARTBEAT_FRAME)
+            await send(HEARTBEAT_FRAME)
             continue
         for event in batch:
-            await websocket.send(ws_frame(event))
+            await send(ws_frame(event))
 
 
 async def _drain(replies: AsyncIterator[str]) -> None:
+    send = _accepted_websocket().send_accepted
     async for reply in replies:
-        await websocket.send(reply)
+        await send(reply)
 
 
 async def _receive_nothing() -> AsyncIterator[str]:
