@@ -100,6 +100,7 @@ class Options:
     warmup: float
     client_processes: int
     drain: float
+    client_poll_ms: float
     profile: bool
     out: Path
 
@@ -167,6 +168,8 @@ class Clients:
                         str(share),
                         "--drain",
                         str(options.drain),
+                        "--poll-ms",
+                        str(options.client_poll_ms),
                         "--result",
                         str(result),
                     ],
@@ -572,6 +575,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--drain", type=float, default=10.0)
+    parser.add_argument(
+        "--client-poll-ms",
+        type=float,
+        default=0.0,
+        help="clients read every this many ms instead of as data comes (0: as it comes)",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the subscribers' server")
     parser.add_argument(
         "--postgres-url",
@@ -608,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup=args.warmup,
         client_processes=args.client_processes,
         drain=args.drain,
+        client_poll_ms=args.client_poll_ms,
         profile=args.profile,
         out=args.out,
     )

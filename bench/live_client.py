@@ -29,6 +29,7 @@ import json
 import os
 import pickle
 import resource
+import select
 import socket
 import struct
 import sys
@@ -232,7 +233,8 @@ def on_readable(connection: Connection, loop: asyncio.AbstractEventLoop) -> None
     read = time.time()
     if not data:
         connection.closed = True
-        loop.remove_reader(sock.fileno())
+        with contextlib.suppress(ValueError):
+            loop.remove_reader(sock.fileno())
         return
     kernel = read
     for level, kind, value in ancillary:
@@ -258,10 +260,30 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 failures.append(connection.error)
                 return
             assert connection.sock is not None  # noqa: S101
-            loop.add_reader(connection.sock.fileno(), on_readable, connection, loop)
+            if poller is None:
+                loop.add_reader(connection.sock.fileno(), on_readable, connection, loop)
+            else:
+                by_fd[connection.sock.fileno()] = connection
+                poller.register(connection.sock.fileno(), select.EPOLLIN)
+
+    # With --poll-ms the sockets are not in the event loop's epoll: this process sleeps
+    # and then takes whatever is ready, so a send to it never has to wake it.
+    poller = select.epoll() if args.poll_ms > 0 else None
+    by_fd: dict[int, Connection] = {}
+
+    async def poll() -> None:
+        assert poller is not None  # noqa: S101
+        while True:
+            await asyncio.sleep(args.poll_ms / 1000)
+            for fd, _events in poller.poll(0):
+                connection = by_fd[fd]
+                on_readable(connection, loop)
+                if connection.closed:
+                    poller.unregister(fd)
 
     started = time.monotonic()
     await asyncio.gather(*(connect(connection) for connection in connections))
+    polling = asyncio.ensure_future(poll()) if poller is not None else None
     opened = sum(connection.sock is not None for connection in connections)
     report(
         "ready",
@@ -278,6 +300,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         if all(c.closed or c.sock is None or c.last_seq() >= last for c in connections):
             break
         await asyncio.sleep(0.05)
+    if polling is not None:
+        polling.cancel()
     records = [
         {
             "seqs": connection.seqs,
@@ -312,6 +336,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="connections opening at once")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to open one")
     parser.add_argument("--drain", type=float, default=10.0, help="seconds to wait at the end")
+    parser.add_argument(
+        "--poll-ms",
+        type=float,
+        default=0.0,
+        help="read every this many ms instead of when data comes (0: when it comes)",
+    )
     parser.add_argument("--result", required=True)
     args = parser.parse_args(argv)
     raise_open_files(args.connections + 64)
