@@ -18,8 +18,10 @@ message's fan-out ends before the next begins.
 
 Commit-to-delivery latency, for every (measured message, subscriber): the kernel's
 receive timestamp of the segment that carried the event to that subscriber, minus the
-time the poster had read the POST's answer (which the server sends after COMMIT).
-Both are CLOCK_REALTIME on the same machine. Every subscriber must get every message
+kernel's receive timestamp of the first segment of the POST's answer (which the server
+sends after COMMIT). On loopback the kernel stamps a segment as it is sent, so neither
+depends on when a process gets round to reading. Both are CLOCK_REALTIME on the same
+machine. Every subscriber must get every message
 posted (warm-up included), once and in order: anything else is reported.
 
 Each configuration is measured once (a run holds thousands of samples); the 1-subscriber
@@ -31,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import http.client
 import json
 import os
 import pickle
@@ -39,6 +40,7 @@ import platform
 import re
 import shlex
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -53,7 +55,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.live_client import raise_open_files
+from bench.live_client import SO_TIMESTAMPNS, kernel_time, raise_open_files
 from bench.profile import summarize
 from bench.run import (
     DEFAULT_POSTGRES,
@@ -231,11 +233,21 @@ class Post:
 def post_steadily(
     server: Server, session_id: str, rate: float, seconds: float, measured: bool, start_index: int
 ) -> list[Post]:
-    """POST a message every 1/rate s for ``seconds`` (on one keep-alive connection)."""
+    """POST a message every 1/rate s for ``seconds`` (on one keep-alive connection).
+
+    A post's ``acked`` is the kernel's receive timestamp of the first segment of its
+    answer (on loopback: when the server sent it, after COMMIT), not when this process
+    got round to reading it: a poster waiting for a core would make every delivery
+    look sooner than it was.
+    """
     host, port = server.base_url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
-    headers = {"Content-Type": "application/json", "Prefer": "return=minimal"}
-    path = f"/sessions/{session_id}/messages"
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    head = (
+        f"POST /sessions/{session_id}/messages HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Content-Type: application/json\r\nPrefer: return=minimal\r\n"
+    )
     posts: list[Post] = []
     start = time.monotonic()
     count = round(seconds * rate)
@@ -249,18 +261,39 @@ def post_steadily(
                     "content": f"Fan-out message {start_index + index}: where is my order?",
                     "author_type": "customer",
                 }
-            )
+            ).encode()
             sent = time.time()
-            connection.request("POST", path, body, headers)
-            response = connection.getresponse()
-            answer = response.read()
-            acked = time.time()
-            if response.status != 201:
-                raise RuntimeError(f"POST answered {response.status}: {answer[:200]!r}")
+            sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            status, answer, acked = read_answer(sock)
+            if status != 201:
+                raise RuntimeError(f"POST answered {status}: {answer[:200]!r}")
             posts.append(Post(json.loads(answer)["seq"], sent, acked, measured))
     finally:
-        connection.close()
+        sock.close()
     return posts
+
+
+def read_answer(sock: socket.socket) -> tuple[int, bytes, float]:
+    """(status, body, kernel time of its first segment) of one HTTP/1.1 answer."""
+    data = b""
+    first: float | None = None
+    while True:
+        chunk, ancillary, _flags, _address = sock.recvmsg(65536, 64)
+        if not chunk:
+            raise RuntimeError("the server closed the connection")
+        if first is None:
+            first = kernel_time(ancillary, time.time())
+        data += chunk
+        header_end = data.find(b"\r\n\r\n")
+        if header_end < 0:
+            continue
+        head = data[:header_end].decode("latin-1")
+        length = re.search(r"(?im)^content-length:\s*(\d+)", head)
+        if length is None:
+            raise RuntimeError(f"an answer without Content-Length: {head!r}")
+        body = data[header_end + 4 :]
+        if len(body) >= int(length.group(1)):
+            return int(head.split()[1]), body[: int(length.group(1))], first
 
 
 def percentile(ordered: list[float], fraction: float) -> float:

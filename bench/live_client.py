@@ -236,12 +236,16 @@ def on_readable(connection: Connection, loop: asyncio.AbstractEventLoop) -> None
         with contextlib.suppress(ValueError):
             loop.remove_reader(sock.fileno())
         return
-    kernel = read
+    connection.feed(data, kernel_time(ancillary, read), read)
+
+
+def kernel_time(ancillary: list[tuple[int, int, bytes]], default: float) -> float:
+    """The kernel's receive timestamp in ``recvmsg``'s ancillary data (SO_TIMESTAMPNS)."""
     for level, kind, value in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
             seconds, nanoseconds = struct.unpack("qq", value[:16])
-            kernel = seconds + nanoseconds / 1e9
-    connection.feed(data, kernel, read)
+            return float(seconds + nanoseconds / 1e9)
+    return default
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
