@@ -17,6 +17,7 @@ from chat_service.routes.state import EXTENSION_KEY, AppState, app_state
 from chat_service.services.cursors import CursorCodec
 from chat_service.services.jwt_tokens import JwtVerifier
 from chat_service.services.live import LiveHub
+from chat_service.services.rate_limits import RateLimiter
 
 DESCRIPTION = """\
 A customer-support chat backend. Customers open chat sessions and post messages;
@@ -70,8 +71,9 @@ def create_app(settings: Settings) -> Quart:
         jwks_min_refresh_seconds=auth.jwks_min_refresh_seconds,
     )
     live = live_hub(settings, db)
+    limiter = RateLimiter(settings.rate_limits) if settings.rate_limits.enabled else None
     app.extensions[EXTENSION_KEY] = AppState(
-        settings=settings, db=db, cursors=cursors, jwt=jwt, live=live
+        settings=settings, db=db, cursors=cursors, jwt=jwt, live=live, rate_limits=limiter
     )
     routes.register(app)
 
@@ -82,6 +84,8 @@ def create_app(settings: Settings) -> Quart:
     @app.after_serving
     async def close_resources() -> None:
         await live.close()
+        if limiter is not None:
+            await limiter.close()
         await jwt.aclose()
         await db.dispose()
 

@@ -157,7 +157,7 @@ class AuthSettings:
 def _redis_url(_instance: object, _attribute: object, value: Secret[str]) -> None:
     url = value.get_secret_value()
     if url and not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("live.redis_url must start with redis://, rediss:// or unix://")
+        raise ValueError("a redis_url must start with redis://, rediss:// or unix://")
 
 
 @attrs.frozen
@@ -213,6 +213,50 @@ class LiveSettings:
     )
 
 
+def _rate_limits(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    from limits import parse_many  # imported here: the package takes a while to import
+
+    if value.strip():
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(
+                f"rate_limits.{attribute.name} must read like '60/minute' or "
+                f"'5/second;100/hour' (empty: no limit), not {value!r}"
+            ) from None
+
+
+def _rate_limit_option(default: str, what: str) -> str:
+    return ts.option(
+        default=default,
+        validator=_rate_limits,
+        help=f"Most {what} per caller, like '60/minute' or '5/second;100/hour'; empty: none.",
+    )
+
+
+@attrs.frozen
+class RateLimitSettings:
+    """Requests per caller: a customer token, an agent, an API key, or else an address."""
+
+    enabled: bool = ts.option(default=True)
+    storage: Literal["memory", "redis"] = ts.option(
+        default="memory",
+        help="memory: each worker counts alone; redis: every worker and replica together.",
+    )
+    redis_url: Secret[str] = ts.secret(
+        default=Secret(""), help="redis://host:port/db, for storage = redis.", validator=_redis_url
+    )
+    strategy: Literal["fixed-window", "moving-window", "sliding-window-counter"] = ts.option(
+        default="sliding-window-counter"
+    )
+    sessions: str = _rate_limit_option("30/minute", "sessions opened (POST /sessions)")
+    messages: str = _rate_limit_option(
+        "10/second;120/minute", "messages posted (REST or WebSocket)"
+    )
+    reads: str = _rate_limit_option("20/second;600/minute", "reads (GET, live streams opened)")
+    writes: str = _rate_limit_option("10/second;300/minute", "other writes")
+
+
 @attrs.frozen
 class LogSettings:
     """Logging output."""
@@ -235,6 +279,7 @@ class Settings:
     security: SecuritySettings = SecuritySettings()
     auth: AuthSettings = AuthSettings()
     live: LiveSettings = LiveSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
     log: LogSettings = LogSettings()
 
     def __attrs_post_init__(self) -> None:
@@ -252,6 +297,11 @@ class Settings:
                 raise ValueError("auth.jwt_audience is required for RS256 and ES256")
         if self.live.bus == "redis" and not self.live.redis_url.get_secret_value():
             raise ValueError("live.redis_url is required for live.bus = redis")
+        if (
+            self.rate_limits.storage == "redis"
+            and not self.rate_limits.redis_url.get_secret_value()
+        ):
+            raise ValueError("rate_limits.redis_url is required for rate_limits.storage = redis")
         if self.live.bus == "postgres" and self.database_dialect != "postgresql":
             raise ValueError("live.bus = postgres needs a PostgreSQL database.url")
         if self.auth.required:

@@ -46,6 +46,19 @@ class Unavailable(DomainError):
     title = "Service temporarily unavailable"
 
 
+class RateLimited(DomainError):
+    """The caller sent more requests of a kind than its limit allows (answers 429)."""
+
+    code = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int, limit: int, policy: str) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+        self.limit = limit
+        self.policy = policy
+
+
 class Unauthenticated(DomainError):
     """No credential, or one that is malformed, expired, revoked or not ours."""
 

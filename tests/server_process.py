@@ -40,9 +40,11 @@ def service_env(**settings: str) -> dict[str, str]:
     """This process's environment without any ``CHAT_SERVICE_*`` variable, plus ``settings``.
 
     ``settings`` are given without the prefix: ``DATABASE_URL="..."`` becomes
-    ``CHAT_SERVICE_DATABASE_URL``.
+    ``CHAT_SERVICE_DATABASE_URL``. Rate limits are off unless ``settings`` say otherwise
+    (tests post from one address as fast as they can).
     """
     env = {name: value for name, value in os.environ.items() if not name.startswith("CHAT_SERVICE")}
+    env["CHAT_SERVICE_RATE_LIMITS_ENABLED"] = "false"
     env.update({f"CHAT_SERVICE_{name}": value for name, value in settings.items()})
     return env
 

@@ -73,5 +73,11 @@ def sqlite_url(path: Path) -> str:
 
 
 def load_test_settings(**overrides: Any) -> Settings:
-    """The shipped TOML plus ``overrides`` (section -> {key: value}); never the environment."""
-    return load_without_environment([ROOT / DEFAULT_CONFIG_FILE], overrides)
+    """The shipped TOML plus ``overrides`` (section -> {key: value}); never the environment.
+
+    Rate limits are off unless ``overrides`` turn them on: tests post from one address
+    as fast as they can.
+    """
+    sections = {**overrides}
+    sections["rate_limits"] = {"enabled": False, **sections.get("rate_limits", {})}
+    return load_without_environment([ROOT / DEFAULT_CONFIG_FILE], sections)

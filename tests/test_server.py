@@ -109,6 +109,8 @@ def new_message(content: str) -> dict[str, Any]:
 def test_migrate_then_serve_then_stop_on_sigterm(empty_database: str, tmp_path: Path) -> None:
     migrated = run_cli("migrate", env=service_env(DATABASE_URL=empty_database))
     assert migrated.returncode == 0, migrated.stderr
+    database_kind = "sqlite" if empty_database.startswith("sqlite") else "postgresql"
+    bus_kind = "memory" if database_kind == "sqlite" else "postgres"
 
     with start(empty_database, tmp_path) as server:
         with server.client() as client:
@@ -128,7 +130,13 @@ def test_migrate_then_serve_then_stop_on_sigterm(empty_database: str, tmp_path: 
             (2, "customer", "Where is my parcel?"),
         ]
         assert ready.status_code == 200
-        assert ready.json() == {"status": "ok"}
+        assert ready.json() == {
+            "status": "ok",
+            "checks": {
+                "database": {"status": "ok", "kind": database_kind},
+                "event_bus": {"status": "ok", "kind": bus_kind},
+            },
+        }
         assert server.stop(timeout=5) == 0
 
 

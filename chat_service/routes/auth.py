@@ -12,13 +12,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from quart import request
-from quart_schema import security_scheme
+from quart_schema import document_response, security_scheme
 
 from chat_service.errors import Unauthenticated
+from chat_service.routes import rate_limits
 from chat_service.routes.state import app_state
 from chat_service.services import credentials
 from chat_service.services.access import Principal, local_principal
 from chat_service.services.jwt_tokens import looks_like_jwt
+from chat_service.transport.problems import Problem
 
 SECURITY_SCHEME = "bearer"
 # The OpenAPI security scheme: Swagger UI's "Authorize" sends it on every call.
@@ -32,13 +34,16 @@ Handler = Callable[..., Awaitable[Any]]
 
 
 def authenticated(handler: Handler) -> Handler:
-    """Resolve the caller and pass it to the handler as ``principal``."""
+    """Resolve the caller, count it against its rate limits, pass it on as ``principal``."""
 
     @functools.wraps(handler)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return await handler(*args, principal=await current_principal(), **kwargs)
+        principal = await current_principal()
+        await rate_limits.limit(principal)
+        return await handler(*args, principal=principal, **kwargs)
 
-    return security_scheme([{SECURITY_SCHEME: []}])(wrapper)
+    documented = document_response(Problem, 429)(wrapper)
+    return security_scheme([{SECURITY_SCHEME: []}])(documented)
 
 
 async def current_principal() -> Principal:

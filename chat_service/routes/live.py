@@ -27,6 +27,7 @@ from quart_schema.validation import QuerystringValidationError
 
 from chat_service.errors import DomainError, InvalidField, Unavailable
 from chat_service.routes import messages as messages_routes
+from chat_service.routes import rate_limits
 from chat_service.routes.auth import SECURITY_SCHEME, authenticated, principal_from
 from chat_service.routes.bodies import parse_query, query_args
 from chat_service.routes.problems import InvalidInput, problem_for
@@ -41,6 +42,7 @@ from chat_service.services.live import (
     SessionState,
     StreamClosed,
 )
+from chat_service.services.rate_limits import RouteClass
 from chat_service.services.views import MessageView
 from chat_service.transport.live import (
     ActivityOut,
@@ -123,6 +125,7 @@ async def live_principal(ticket: str | None, authorization: str | None) -> Princ
 @document_response(Problem, 403)
 @document_response(Problem, 404)
 @document_response(Problem, 422)
+@document_response(Problem, 429)
 @document_response(Problem, 503)
 async def session_events(session_id: uuid.UUID, query_args: SessionStreamQuery) -> Response:
     """Follow a session's events (Server-Sent Events).
@@ -140,6 +143,7 @@ async def session_events(session_id: uuid.UUID, query_args: SessionStreamQuery) 
     resumed = _last_event_id()
     after = query_args.after if resumed is None else resumed
     principal = await live_principal(query_args.ticket, request.headers.get("Authorization"))
+    await rate_limits.limit(principal, RouteClass.READS)
     stream = state.live.session_events(principal, session_id, after=after)
     try:
         return await _event_stream(stream)
@@ -155,6 +159,7 @@ async def session_events(session_id: uuid.UUID, query_args: SessionStreamQuery) 
 @document_response(Problem, 401)
 @document_response(Problem, 403)
 @document_response(Problem, 422)
+@document_response(Problem, 429)
 @document_response(Problem, 503)
 async def tenant_events(query_args: TenantStreamQuery) -> Response:
     """Follow the tenant's inbox (Server-Sent Events; support side only).
@@ -170,6 +175,7 @@ async def tenant_events(query_args: TenantStreamQuery) -> Response:
     after = _last_event_id()
     after = query_args.after if after is None else after
     principal = await live_principal(query_args.ticket, request.headers.get("Authorization"))
+    await rate_limits.limit(principal, RouteClass.READS)
     stream = state.live.tenant_events(principal, after=after)
     return await _event_stream(stream)
 
@@ -283,6 +289,7 @@ async def session_live(session_id: uuid.UUID) -> None:
     try:
         query = parse_query(SessionStreamQuery, websocket.args)
         principal = await live_principal(query.ticket, websocket.headers.get("Authorization"))
+        await rate_limits.limit(principal, RouteClass.READS, ws=True)
         stream = state.live.session_events(principal, session_id, after=query.after)
     except Exception as error:
         await _refuse(error)
@@ -297,6 +304,7 @@ async def tenant_live() -> None:
     try:
         query = parse_query(TenantStreamQuery, websocket.args)
         principal = await live_principal(query.ticket, websocket.headers.get("Authorization"))
+        await rate_limits.limit(principal, RouteClass.READS, ws=True)
         stream = state.live.tenant_events(principal, after=query.after)
     except Exception as error:
         await _refuse(error)
@@ -439,6 +447,8 @@ async def _act(
     principal: Principal, session_id: uuid.UUID, frame: SendFrame | TypingFrame | ReadFrame
 ) -> dict[str, Any]:
     state = app_state()
+    kind = RouteClass.MESSAGES if isinstance(frame, SendFrame) else RouteClass.WRITES
+    await rate_limits.limit(principal, kind, ws=True)
     if isinstance(frame, TypingFrame):
         sent = await state.live.typing(principal, session_id, checked=True)
         return {"sent": sent}

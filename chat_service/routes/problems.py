@@ -19,6 +19,7 @@ from chat_service.errors import (
     InvalidCursor,
     InvalidField,
     NotFound,
+    RateLimited,
     Unauthenticated,
     Unavailable,
 )
@@ -33,6 +34,7 @@ STATUS: Final[Mapping[type[DomainError], int]] = {
     Conflict: 409,
     InvalidCursor: 400,
     Unavailable: 503,
+    RateLimited: 429,
 }
 RETRY_AFTER_SECONDS: Final = "5"
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -123,6 +125,8 @@ def register(app: Quart) -> None:
         response = problem(status, error.title, kind=error.code, detail=error.detail)
         if status == 503:
             response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        if isinstance(error, RateLimited):
+            response.headers["Retry-After"] = str(error.retry_after)
         if status == 401:
             # RFC 6750: name the scheme; say the token was bad when one was sent.
             challenge = 'Bearer realm="chat-service"'

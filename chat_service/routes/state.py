@@ -1,4 +1,4 @@
-"""What the routes need at hand: settings, database, cursor codec, JWT verifier."""
+"""What the routes need at hand: settings, database, cursor codec, JWT verifier, hub, limits."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from chat_service.model import Database
 from chat_service.services.cursors import CursorCodec
 from chat_service.services.jwt_tokens import JwtVerifier
 from chat_service.services.live import LiveHub
+from chat_service.services.rate_limits import RateLimiter
 
 EXTENSION_KEY = "chat_service"
 
@@ -24,6 +25,7 @@ class AppState:
     cursors: CursorCodec
     jwt: JwtVerifier
     live: LiveHub
+    rate_limits: RateLimiter | None  # None: no limits
 
 
 def app_state(app: Quart | None = None) -> AppState:

@@ -18,7 +18,11 @@ async def test_readiness_is_200_when_the_database_answers(client: TestClientProt
     response = await client.get("/health/ready")
 
     assert response.status_code == 200
-    assert (await response.get_json())["status"] == "ok"
+    body = await response.get_json()
+    assert body["status"] == "ok"
+    assert body["checks"]["database"]["status"] == "ok"
+    assert body["checks"]["event_bus"]["status"] == "ok"
+    assert "rate_limits" not in body["checks"]  # off in the tests
 
 
 @pytest.fixture
@@ -45,6 +49,7 @@ async def test_readiness_is_503_when_the_database_is_down(app_without_database: 
     assert live.status_code == 200
     body = await problem_of(ready, 503)
     assert body["type"] == "urn:chat-service:problem:unavailable"
+    assert body["checks"]["database"]["status"] == "unavailable"
     assert ready.headers["Retry-After"].isdigit()
 
 
@@ -84,3 +89,70 @@ async def test_readiness_is_503_before_the_schema_is_migrated(
 
     body = await problem_of(response, 503)
     assert "chat-service migrate" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {
+            "rate_limits": {
+                "enabled": True,
+                "storage": "redis",
+                "redis_url": "redis://127.0.0.1:1/0",
+            }
+        }
+    ],
+)
+async def test_readiness_reports_a_rate_limit_redis_that_is_down_as_degraded(
+    client: TestClientProtocol,
+) -> None:
+    response = await client.get("/health/ready")
+
+    assert response.status_code == 200  # the service still serves: uncounted
+    body = await response.get_json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["rate_limits"]["status"] == "unavailable"
+    assert body["checks"]["rate_limits"]["kind"] == "redis"
+    assert body["checks"]["database"]["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {
+            "rate_limits": {
+                "enabled": True,
+                "storage": "redis",
+                "redis_url": "redis://127.0.0.1:6379/0",
+            }
+        }
+    ],
+)
+async def test_readiness_reports_each_dependency(client: TestClientProtocol) -> None:
+    body = await (await client.get("/health/ready")).get_json()
+
+    assert body["status"] == "ok"
+    assert {name: check["status"] for name, check in body["checks"].items()} == {
+        "database": "ok",
+        "event_bus": "ok",
+        "rate_limits": "ok",
+    }
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"live": {"bus": "redis", "redis_url": "redis://127.0.0.1:1/0", "reconnect_max_seconds": 60}}],
+)
+async def test_readiness_reports_an_event_bus_that_cannot_connect_as_degraded(
+    client: TestClientProtocol,
+) -> None:
+    response = await client.get("/health/ready")
+
+    assert response.status_code == 200
+    body = await response.get_json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["event_bus"] == {
+        "status": "disconnected",
+        "kind": "redis",
+        "detail": "reconnecting: live events from other processes wait for the resync",
+    }

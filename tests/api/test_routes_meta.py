@@ -95,6 +95,7 @@ def test_every_route_has_a_summary_a_tag_and_its_problems(app: Quart) -> None:
         if not path.startswith("/health"):
             assert getattr(view, QUART_SCHEMA_SECURITY_ATTRIBUTE, None), f"{path}: security"
             assert 401 in responses, f"{path}: documents 401"
+            assert 429 in responses, f"{path}: documents 429 (rate limits)"
             if path not in NEVER_FORBIDDEN:
                 assert 403 in responses, f"{path}: documents 403"
 

@@ -1,0 +1,57 @@
+"""Rate limits at the edge: which class a request is, whose count it adds to, headers."""
+
+from __future__ import annotations
+
+from quart import Quart, Response, g, request, websocket
+
+from chat_service.errors import RateLimited
+from chat_service.routes.state import app_state
+from chat_service.services.access import Principal
+from chat_service.services.rate_limits import Quota, RouteClass, caller
+
+_CLASSES = {
+    ("POST", "/sessions"): RouteClass.SESSIONS,
+    ("POST", "/sessions/<uuid:session_id>/messages"): RouteClass.MESSAGES,
+}
+
+
+def route_class() -> RouteClass:
+    """The class of the current request: by its method and route."""
+    if request.method in ("GET", "HEAD"):
+        return RouteClass.READS
+    rule = request.url_rule.rule if request.url_rule is not None else ""
+    return _CLASSES.get((request.method, rule), RouteClass.WRITES)
+
+
+async def limit(principal: Principal, kind: RouteClass | None = None, *, ws: bool = False) -> None:
+    """Count the current request (or WebSocket frame) against the caller's limits.
+
+    Raises:
+        RateLimited: the caller is above a limit of the class.
+    """
+    limiter = app_state().rate_limits
+    if limiter is None:
+        return
+    address = websocket.remote_addr if ws else request.remote_addr
+    try:
+        quota = await limiter.hit(kind or route_class(), caller(principal, address))
+    except RateLimited as error:
+        if not ws:
+            g.rate_limit_quota = Quota(error.limit, 0, error.retry_after, error.policy)
+        raise
+    if quota is not None and not ws:
+        g.rate_limit_quota = quota
+
+
+def register(app: Quart) -> None:
+    """Stamp the ``RateLimit-*`` headers on the answers to limited requests."""
+
+    @app.after_request
+    async def rate_limit_headers(response: Response) -> Response:
+        quota: Quota | None = g.get("rate_limit_quota")
+        if quota is not None:
+            response.headers["RateLimit-Limit"] = str(quota.limit)
+            response.headers["RateLimit-Remaining"] = str(quota.remaining)
+            response.headers["RateLimit-Reset"] = str(quota.reset_seconds)
+            response.headers["RateLimit-Policy"] = quota.policy
+        return response

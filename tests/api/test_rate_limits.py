@@ -1,0 +1,143 @@
+"""Rate limits: per caller and route class, 429 with Retry-After and RateLimit-* headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from quart.typing import TestClientProtocol
+
+from tests.factories import create_session, problem_of, send_message
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, dict[str, Any]]:
+    return {
+        "rate_limits": {
+            "enabled": True,
+            "strategy": "fixed-window",
+            "sessions": "4/minute",
+            "messages": "3/minute",
+            "reads": "5/minute",
+            "writes": "",
+        }
+    }
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def post_as(client: TestClientProtocol, session: dict[str, Any], content: str) -> Any:
+    return await client.post(
+        f"/sessions/{session['id']}/messages",
+        json={"content": content},
+        headers=bearer(session["customer_token"]),
+    )
+
+
+async def message_count(client: TestClientProtocol, session_id: str) -> int:
+    response = await client.get(f"/sessions/{session_id}/messages?limit=200")
+    assert response.status_code == 200
+    return len((await response.get_json())["items"])
+
+
+async def test_a_caller_above_its_limit_gets_429_with_retry_after_and_nothing_is_stored(
+    client: TestClientProtocol,
+) -> None:
+    session = await create_session(client)
+
+    remaining = []
+    for index in range(3):
+        response = await post_as(client, session, f"message {index}")
+        assert response.status_code == 201
+        assert response.headers["RateLimit-Limit"] == "3"
+        assert response.headers["RateLimit-Policy"] == "3;w=60"
+        assert 1 <= int(response.headers["RateLimit-Reset"]) <= 60
+        remaining.append(int(response.headers["RateLimit-Remaining"]))
+    refused = await post_as(client, session, "one too many")
+
+    assert remaining == [2, 1, 0]
+    problem = await problem_of(refused, 429)
+    assert problem["type"] == "urn:chat-service:problem:rate-limited"
+    assert "3 messages per minute" in problem["detail"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert refused.headers["RateLimit-Remaining"] == "0"
+    assert await message_count(client, session["id"]) == 1 + 3  # the greeting and three
+
+
+async def test_each_caller_has_its_own_count(client: TestClientProtocol) -> None:
+    flooding, other = await create_session(client), await create_session(client)
+    for index in range(4):
+        await post_as(client, flooding, f"flood {index}")
+
+    assert (await post_as(client, flooding, "still refused")).status_code == 429
+    assert (await post_as(client, other, "hello")).status_code == 201
+
+
+async def test_route_classes_are_counted_apart(client: TestClientProtocol) -> None:
+    session = await create_session(client)
+    for index in range(4):
+        await post_as(client, session, f"message {index}")
+
+    read = await client.get(f"/sessions/{session['id']}", headers=bearer(session["customer_token"]))
+
+    assert read.status_code == 200
+    assert read.headers["RateLimit-Limit"] == "5"
+    assert read.headers["RateLimit-Remaining"] == "4"
+
+
+async def test_a_class_without_a_limit_sends_no_headers(client: TestClientProtocol) -> None:
+    session = await create_session(client)
+
+    response = await client.patch(f"/sessions/{session['id']}", json={"status": "closed"})
+
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    assert "RateLimit-Limit" not in response.headers
+
+
+async def test_callers_without_a_credential_are_counted_by_address(
+    client: TestClientProtocol,
+) -> None:
+    async def open_from(address: str) -> int:
+        response = await client.post("/sessions", scope_base={"client": (address, 40000)})
+        return int(response.status_code)
+
+    first = [await open_from("192.0.2.1") for _ in range(5)]
+    other = await open_from("192.0.2.2")
+
+    assert first == [201, 201, 201, 201, 429]
+    assert other == 201
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {
+            "rate_limits": {
+                "enabled": True,
+                "messages": "1/minute",
+                "storage": "redis",
+                "redis_url": "redis://127.0.0.1:1/0",
+            }
+        }
+    ],
+)
+async def test_requests_go_through_when_redis_cannot_be_reached(
+    client: TestClientProtocol,
+) -> None:
+    session = await create_session(client)
+
+    statuses = [(await send_message(client, session["id"])).status_code for _ in range(3)]
+
+    assert statuses == [201, 201, 201]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"rate_limits": {"enabled": False}}])
+async def test_no_limits_when_switched_off(client: TestClientProtocol) -> None:
+    session = await create_session(client)
+
+    response = await send_message(client, session["id"])
+
+    assert response.status_code == 201
+    assert "RateLimit-Limit" not in response.headers
