@@ -39,6 +39,18 @@ MAX_BATCH = 128
 _in_flight: set[asyncio.Task[Any]] = set()
 
 
+def _unavailable(error: BaseException) -> bool:
+    """Whether ``error`` means the database cannot be used right now (try again later).
+
+    A connection the server closed under a statement (a restart, a failover, an
+    operator's pg_terminate_backend) may surface as a plain DBAPIError; SQLAlchemy
+    marks it as a disconnect.
+    """
+    if isinstance(error, _UNAVAILABLE):
+        return True
+    return isinstance(error, exc.DBAPIError) and error.connection_invalidated
+
+
 def cancel_safe(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Awaitable[T]]:
     """Run a service call to completion even if its caller is cancelled.
 
@@ -187,7 +199,9 @@ class Database:
             # A writer may wait for another process's lock and waits for fsync at COMMIT:
             # that happens in the writer thread, off the event loop.
             return await loop.run_in_executor(self._threads, self._run_sync, work, True)
-        except _UNAVAILABLE as error:
+        except Exception as error:
+            if not _unavailable(error):
+                raise
             log.warning("database unavailable: %s", type(error).__name__)
             raise Unavailable("the database is not available; try again shortly") from None
 
