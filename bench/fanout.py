@@ -18,11 +18,13 @@ message's fan-out ends before the next begins.
 
 Commit-to-delivery latency, for every (measured message, subscriber): the kernel's
 receive timestamp of the segment that carried the event to that subscriber, minus the
-kernel's receive timestamp of the first segment of the POST's answer (which the server
-sends after COMMIT). On loopback the kernel stamps a segment as it is sent, so neither
-depends on when a process gets round to reading. Both are CLOCK_REALTIME on the same
-machine. Every subscriber must get every message
-posted (warm-up included), once and in order: anything else is reported.
+message's ``timestamp`` (its created_at), which the server stamps as it builds the
+row, just before the transaction that inserts it: the figure includes the COMMIT, so
+it is a little longer than commit to delivery, never shorter. On loopback the kernel
+stamps a segment as it is sent, so it does not depend on when a client gets round to
+reading. Both are CLOCK_REALTIME on the same machine. Every subscriber must
+get every message posted (warm-up included), once and in order: anything else is
+reported.
 
 Each configuration is measured once (a run holds thousands of samples); the 1-subscriber
 run of the same setup and stream is the baseline measured in the same invocation.
@@ -225,8 +227,9 @@ class Clients:
 @dataclass
 class Post:
     seq: int
-    sent: float
-    acked: float
+    sent: float  # when the poster sent the POST
+    created: float  # the message's created_at: the server's clock, just before COMMIT
+    acked: float  # the kernel's timestamp of the answer's first segment
     measured: bool
 
 
@@ -236,9 +239,8 @@ def post_steadily(
     """POST a message every 1/rate s for ``seconds`` (on one keep-alive connection).
 
     A post's ``acked`` is the kernel's receive timestamp of the first segment of its
-    answer (on loopback: when the server sent it, after COMMIT), not when this process
-    got round to reading it: a poster waiting for a core would make every delivery
-    look sooner than it was.
+    answer (on loopback: when the server sent it), not when this process got round to
+    reading it; ``created`` is the message's ``created_at``.
     """
     host, port = server.base_url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=10)
@@ -267,7 +269,9 @@ def post_steadily(
             status, answer, acked = read_answer(sock)
             if status != 201:
                 raise RuntimeError(f"POST answered {status}: {answer[:200]!r}")
-            posts.append(Post(json.loads(answer)["seq"], sent, acked, measured))
+            message = json.loads(answer)
+            created = datetime.fromisoformat(message["timestamp"]).timestamp()
+            posts.append(Post(message["seq"], sent, created, acked, measured))
     finally:
         sock.close()
     return posts
@@ -332,8 +336,8 @@ def analyse(posts: list[Post], records: list[dict[str, Any]]) -> dict[str, Any]:
             seen.add(seq)
             delivered += 1
             if post.measured:
-                latencies.append((at - post.acked) * 1000)
-                arrivals.setdefault(seq, []).append((at - post.acked) * 1000)
+                latencies.append((at - post.created) * 1000)
+                arrivals.setdefault(seq, []).append((at - post.created) * 1000)
                 from_send.append((at - post.sent) * 1000)
                 read_lag.append((read_at - at) * 1000)
         if len(seen) < len(posts):
