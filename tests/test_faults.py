@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.server_process import Server, free_port, service_env, serving
-from tests.support import alembic_upgrade, postgres_admin_url, scratch_database, sqlite_url
+from tests.support import alembic_upgrade, postgres_admin_url, scratch_database
 
 pytestmark = pytest.mark.slow
 
@@ -94,18 +94,6 @@ def assert_each_acknowledged_once(load: Load, stored: collections.Counter[str]) 
     assert (missing, repeated) == ([], []), load.statuses
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path / "chat.sqlite3")
-        alembic_upgrade(url)
-        yield url
-        return
-    with scratch_database(postgres_admin_url()) as url:
-        alembic_upgrade(url)
-        yield url
-
-
 def server_env(database_url: str, port: int, **settings: str) -> dict[str, str]:
     return service_env(DATABASE_URL=database_url, HTTP_BIND=f"127.0.0.1:{port}", **settings)
 
@@ -118,10 +106,10 @@ def open_session(server: Server) -> str:
 
 
 async def test_kill_9_under_load_loses_no_acknowledged_message(
-    database: str, tmp_path: Path
+    database_url: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = server_env(database, port)
+    env = server_env(database_url, port)
     load = Load()
     session_id = ""
     for round_ in range(3):
@@ -141,10 +129,10 @@ async def test_kill_9_under_load_loses_no_acknowledged_message(
 
 
 async def test_sigterm_under_load_finishes_what_it_accepted_and_exits_0(
-    database: str, tmp_path: Path
+    database_url: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = server_env(database, port)
+    env = server_env(database_url, port)
     load = Load()
     with serving(env, tmp_path / "server.log", port=port) as server:
         session_id = open_session(server)
