@@ -52,6 +52,10 @@ AppFactory = Callable[[Settings], Any]
 GC_THRESHOLDS = (100_000, 50, 1_000)
 
 
+# How often a worker checks that its supervisor is still there.
+SUPERVISOR_CHECK_SECONDS = 0.5
+
+
 def run(settings: Settings, app_factory: AppFactory = create_app) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit code.
 
@@ -172,7 +176,13 @@ async def _serve_async(
 def _wait_then_set(
     shutdown_event: EventType, loop: asyncio.AbstractEventLoop, stop: asyncio.Event
 ) -> None:
-    shutdown_event.wait()
+    # A supervisor killed outright (SIGKILL, the OOM killer) never sets the event: its
+    # workers stop when it is gone rather than serve on as orphans.
+    supervisor = multiprocessing.parent_process()
+    while not shutdown_event.wait(SUPERVISOR_CHECK_SECONDS):
+        if supervisor is not None and not supervisor.is_alive():
+            log.warning("the supervisor process is gone: stopping")
+            break
     loop.call_soon_threadsafe(stop.set)
 
 

@@ -7,7 +7,9 @@ through ``CHAT_SERVICE_*`` environment variables, and talks to it over TCP on 12
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import struct
 import time
@@ -296,6 +298,28 @@ def test_two_workers_serve_and_stop_together(migrated_database: str, tmp_path: P
             time.sleep(0.1)
         assert not [pid for pid in children if is_running(pid)]
         assert port_refuses(server.port)
+
+
+def test_workers_stop_when_their_supervisor_is_killed(
+    migrated_database: str, tmp_path: Path
+) -> None:
+    """SIGKILL reaches the supervisor alone: its workers must not serve on as orphans."""
+    with start(migrated_database, tmp_path, HTTP_WORKERS="2") as server:
+        deadline = time.monotonic() + 20
+        while server.logs().count("Running on http") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        children = child_pids(server.pid)
+        assert len(children) >= 2, server.logs()
+
+        os.kill(server.pid, signal.SIGKILL)
+        server.process.wait(timeout=5)
+        deadline = time.monotonic() + 15
+        while any(is_running(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+        assert not [pid for pid in children if is_running(pid)], server.logs()
+        assert port_refuses(server.port)
+        assert "the supervisor process is gone: stopping" in server.logs()
 
 
 def test_show_config_masks_secrets_and_applies_the_environment() -> None:
