@@ -184,6 +184,78 @@ def test_oversized_body_is_refused_before_it_is_sent(server: Server) -> None:
     assert json.loads(response.body)["status"] == 413
 
 
+def trickle(port: int, data: bytes, gap_seconds: float, limit_seconds: float) -> float:
+    """Send ``data`` a byte every ``gap_seconds``; how long until the server cut it off.
+
+    Fails if the server is still reading after ``limit_seconds``.
+    """
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        try:
+            for byte in data:
+                connection.sendall(bytes([byte]))
+                time.sleep(gap_seconds)
+                if time.monotonic() - started > limit_seconds:
+                    raise AssertionError(f"still reading after {limit_seconds} s")
+            connection.settimeout(limit_seconds)
+            while connection.recv(65536):
+                pass  # an answer (408), then the close
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def impatient_server(migrated_database: str, tmp_path: Path) -> Iterator[Server]:
+    """Idle connections closed after 1 s, bodies given 1 s to arrive."""
+    with start(
+        migrated_database,
+        tmp_path,
+        HTTP_KEEP_ALIVE_SECONDS="1",
+        HTTP_BODY_TIMEOUT_SECONDS="1",
+    ) as running:
+        yield running
+
+
+def test_headers_trickling_in_are_cut_off(impatient_server: Server) -> None:
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100 + b"\r\n\r\n"
+
+    took = trickle(impatient_server.port, request, gap_seconds=0.1, limit_seconds=8)
+
+    assert took < 4
+
+
+def test_a_body_that_does_not_arrive_in_time_is_answered_408(impatient_server: Server) -> None:
+    session_id = open_session(impatient_server)
+    body = json.dumps(new_message("slow " * 40)).encode()
+    with socket.create_connection(("127.0.0.1", impatient_server.port), timeout=5) as connection:
+        connection.sendall(message_request(impatient_server.port, session_id, b"", len(body)))
+        started = time.monotonic()
+        for byte in body[:8]:  # a trickle, then nothing: the body never completes
+            connection.sendall(bytes([byte]))
+            time.sleep(0.1)
+        response = read_response(connection, timeout=5)
+
+    assert response.status == 408
+    assert response.headers["content-type"] == "application/problem+json"
+    assert time.monotonic() - started < 4
+
+
+def test_idle_connections_do_not_starve_the_others(impatient_server: Server) -> None:
+    idle = [
+        socket.create_connection(("127.0.0.1", impatient_server.port), timeout=5)
+        for _ in range(300)
+    ]
+    try:
+        with impatient_server.client(timeout=5) as client:
+            created = client.post("/sessions")
+    finally:
+        for connection in idle:
+            connection.close()
+
+    assert created.status_code == 201
+
+
 def test_no_content_answers_carry_no_body_headers(server: Server) -> None:
     """204 has no body (RFC 9110): neither Content-Type nor Content-Length, on the wire."""
     session_id = open_session(server)
