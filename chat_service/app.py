@@ -53,6 +53,7 @@ def create_app(settings: Settings) -> Quart:
         max_overflow=db_settings.max_overflow,
         pool_timeout=db_settings.pool_timeout_seconds,
         sqlite_busy_timeout_ms=db_settings.sqlite_busy_timeout_ms,
+        statement_timeout_seconds=db_settings.statement_timeout_seconds,
         echo=db_settings.echo,
     )
     cursors = CursorCodec(settings.security.cursor_secret.get_secret_value())

@@ -53,6 +53,12 @@ class DatabaseSettings:
     max_overflow: int = ts.option(default=10, validator=attrs.validators.ge(0))
     pool_timeout_seconds: float = ts.option(default=10.0, validator=_positive)
     sqlite_busy_timeout_ms: int = ts.option(default=10_000, validator=attrs.validators.ge(0))
+    statement_timeout_seconds: float = ts.option(
+        default=10.0,
+        validator=_positive,
+        help="PostgreSQL: a statement running longer is cancelled and its request answers "
+        "503 (migrations are not limited).",
+    )
     echo: bool = ts.option(default=False, help="Log every SQL statement (never in production).")
 
 

@@ -44,11 +44,14 @@ def _unavailable(error: BaseException) -> bool:
 
     A connection the server closed under a statement (a restart, a failover, an
     operator's pg_terminate_backend) may surface as a plain DBAPIError; SQLAlchemy
-    marks it as a disconnect.
+    marks it as a disconnect. So does a statement cancelled for running too long.
     """
     if isinstance(error, _UNAVAILABLE):
         return True
-    return isinstance(error, exc.DBAPIError) and error.connection_invalidated
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    # query_canceled: the statement ran past its statement_timeout.
+    return error.connection_invalidated or getattr(error.orig, "sqlstate", None) == "57014"
 
 
 def cancel_safe(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Awaitable[T]]:
@@ -120,6 +123,7 @@ class Database:
         max_overflow: int = 10,
         pool_timeout: float = 10.0,
         sqlite_busy_timeout_ms: int = 10_000,
+        statement_timeout_seconds: float | None = None,
         echo: bool = False,
     ) -> None:
         parsed = make_url(url)
@@ -136,12 +140,18 @@ class Database:
             "max_overflow": max_overflow,
             "pool_timeout": pool_timeout,
         }
+        engine_options = dict(options)
+        if self.dialect == "postgresql" and statement_timeout_seconds is not None:
+            # Cancelled by the server itself: a statement stuck on a lock or a slow plan
+            # ends as an error (answered 503) instead of holding its request forever.
+            timeout_ms = str(max(1, round(statement_timeout_seconds * 1000)))
+            engine_options["connect_args"] = {"server_settings": {"statement_timeout": timeout_ms}}
         self._batchers: dict[Callable[..., Any], _GroupCommit[Any, Any]] = {}
         self._threads: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._sync_engine: Engine | None = None
         # The async engine: migrations' checks, readiness, tests, and PostgreSQL's work.
-        self.engine = create_async_engine(parsed, **options)
+        self.engine = create_async_engine(parsed, **engine_options)
         if self.dialect == "sqlite":
             if parsed.database in (None, "", ":memory:"):
                 raise ValueError("SQLite needs a database file: an in-memory one is private")
