@@ -15,6 +15,7 @@ from chat_service.routes.live import LiveWebsocket
 from chat_service.routes.openapi import OpenAPIProvider
 from chat_service.routes.state import EXTENSION_KEY, AppState, app_state
 from chat_service.services.cursors import CursorCodec
+from chat_service.services.idempotency import Idempotency
 from chat_service.services.jwt_tokens import JwtVerifier
 from chat_service.services.live import LiveHub
 from chat_service.services.rate_limits import RateLimiter
@@ -73,8 +74,19 @@ def create_app(settings: Settings) -> Quart:
     )
     live = live_hub(settings, db)
     limiter = RateLimiter(settings.rate_limits) if settings.rate_limits.enabled else None
+    keys = Idempotency(
+        db,
+        ttl_seconds=settings.idempotency.ttl_seconds,
+        lease_seconds=settings.idempotency.lease_seconds,
+    )
     app.extensions[EXTENSION_KEY] = AppState(
-        settings=settings, db=db, cursors=cursors, jwt=jwt, live=live, rate_limits=limiter
+        settings=settings,
+        db=db,
+        cursors=cursors,
+        jwt=jwt,
+        live=live,
+        rate_limits=limiter,
+        idempotency=keys,
     )
     routes.register(app)
 

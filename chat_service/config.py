@@ -264,6 +264,23 @@ class RateLimitSettings:
 
 
 @attrs.frozen
+class IdempotencySettings:
+    """``Idempotency-Key`` on creates: how long an answer is kept for retries."""
+
+    ttl_seconds: float = ts.option(
+        default=86_400.0,
+        validator=_positive,
+        help="How long a key's answer is replayed; after that the key may be used anew.",
+    )
+    lease_seconds: float = ts.option(
+        default=60.0,
+        validator=_positive,
+        help="How long a request holds its key: a retry within it answers 409; after it, "
+        "a request that died before writing anything is run again.",
+    )
+
+
+@attrs.frozen
 class LogSettings:
     """Logging output."""
 
@@ -286,6 +303,7 @@ class Settings:
     auth: AuthSettings = AuthSettings()
     live: LiveSettings = LiveSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
     log: LogSettings = LogSettings()
 
     def __attrs_post_init__(self) -> None:

@@ -91,3 +91,39 @@ class InvalidField(DomainError):
         if self.parameter is not None:
             return {"parameter": self.parameter}
         return {"pointer": self.pointer or "#"}
+
+
+class InvalidIdempotencyKey(DomainError):
+    """An ``Idempotency-Key`` header that is empty, too long or not printable (400)."""
+
+    code = "invalid-idempotency-key"
+    title = "Invalid Idempotency-Key"
+
+
+class IdempotencyKeyReused(DomainError):
+    """An ``Idempotency-Key`` used before for a different request (answers 422)."""
+
+    code = "idempotency-key-reused"
+    title = "Idempotency-Key used for another request"
+
+
+class IdempotencyKeyInUse(Conflict):
+    """The request first sent with this ``Idempotency-Key`` has not finished (409)."""
+
+    code = "idempotency-key-in-use"
+    title = "A request with this Idempotency-Key is in progress"
+
+    def __init__(self, detail: str, *, retry_after: int | None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class IdempotencyAnswerLost(Conflict):
+    """The request first sent with this ``Idempotency-Key`` wrote, but its answer is gone.
+
+    Its process stopped between the COMMIT and keeping the answer: running the request
+    again would write twice, so the retry answers 409 instead.
+    """
+
+    code = "idempotency-answer-lost"
+    title = "The answer to this Idempotency-Key was lost"

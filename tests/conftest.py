@@ -83,6 +83,7 @@ def db(app: Quart) -> Database:
 
 
 WIPED_TABLES = (
+    "idempotency_keys",
     "live_tickets",
     "messages",
     "session_tags",

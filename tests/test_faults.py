@@ -128,6 +128,94 @@ async def test_kill_9_under_load_loses_no_acknowledged_message(
     assert set(load.statuses) <= allowed, load.statuses
 
 
+@dataclass
+class Retries:
+    """Posts sent with an Idempotency-Key and retried until they have an answer."""
+
+    done: list[str] = field(default_factory=list)  # 201, or 409: carried out, answer lost
+    unanswered: list[tuple[str, str]] = field(default_factory=list)  # (content, key)
+    statuses: collections.Counter[int | str] = field(default_factory=collections.Counter)
+
+
+async def post_keyed(client: httpx.AsyncClient, session_id: str, content: str, key: str) -> bool:
+    """One attempt; True when the post has its final answer."""
+    response = await client.post(
+        f"/sessions/{session_id}/messages",
+        json={"content": content, "author_type": "customer"},
+        headers={"Prefer": "return=minimal", "Idempotency-Key": key},
+    )
+    if response.status_code == 201:
+        return True
+    if response.status_code == 409:
+        # Carried out, but the server died before keeping the answer: the message is
+        # stored, and retrying must not store it again. In use: try again.
+        return bool(response.json()["type"].endswith("idempotency-answer-lost"))
+    return False
+
+
+async def retry_until(
+    base_url: str, session_id: str, stop: asyncio.Event, retries: Retries
+) -> None:
+    """One poster that retries each post with its key until it is answered."""
+    pending: tuple[str, str] | None = None
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        while not stop.is_set():
+            content, key = pending = pending or (f"keyed {uuid.uuid4()}", str(uuid.uuid4()))
+            try:
+                answered = await post_keyed(client, session_id, content, key)
+            except httpx.TransportError as error:
+                retries.statuses[type(error).__name__] += 1
+                await asyncio.sleep(0.05)
+                continue
+            if answered:
+                retries.done.append(content)
+                pending = None
+            else:
+                await asyncio.sleep(0.05)
+    if pending is not None:
+        retries.unanswered.append(pending)
+
+
+async def test_posts_retried_with_their_key_across_kill_9_are_stored_exactly_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = server_env(database_url, port, IDEMPOTENCY_LEASE_SECONDS="1")
+    retries = Retries()
+    session_id = ""
+    for round_ in range(3):
+        with serving(env, tmp_path / f"server-{round_}.log", port=port) as server:
+            session_id = session_id or open_session(server)
+            stop = asyncio.Event()
+            posters = [
+                asyncio.ensure_future(retry_until(server.base_url, session_id, stop, retries))
+                for _ in range(POSTERS)
+            ]
+            await asyncio.sleep(1.0)
+            os.killpg(server.pid, signal.SIGKILL)
+            server.process.wait(timeout=10)
+            await asyncio.sleep(0.3)
+            stop.set()
+            await asyncio.gather(*posters)
+
+    with serving(env, tmp_path / "server-after.log", port=port) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+            for content, key in retries.unanswered:
+                deadline = time.monotonic() + 10
+                while not await post_keyed(client, session_id, content, key):
+                    assert time.monotonic() < deadline, f"{content} never got an answer"
+                    await asyncio.sleep(0.2)
+                retries.done.append(content)
+        stored = stored_contents(server, session_id)
+
+    sent = retries.done
+    assert len(sent) > len(retries.unanswered) > 0, retries.statuses
+    assert [content for content in sent if stored[content] != 1] == []
+    assert sum(count for content, count in stored.items() if content.startswith("keyed")) == len(
+        sent
+    )
+
+
 async def test_sigterm_under_load_finishes_what_it_accepted_and_exits_0(
     database_url: str, tmp_path: Path
 ) -> None:

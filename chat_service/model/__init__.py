@@ -16,6 +16,7 @@ from chat_service.model.chat_session import (
     SessionTag,
 )
 from chat_service.model.database import Database, cancel_safe
+from chat_service.model.idempotency import IdempotencyKey
 from chat_service.model.message import AuthorType, Message, MessageKind, Visibility
 from chat_service.model.people import Agent, ApiKey, LiveTicket, Role, Tenant
 
@@ -29,6 +30,7 @@ __all__ = [
     "Base",
     "ChatSession",
     "Database",
+    "IdempotencyKey",
     "LiveTicket",
     "Message",
     "MessageKind",

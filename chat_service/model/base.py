@@ -13,7 +13,7 @@ from sqlalchemy import DateTime, Dialect, Enum, MetaData, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase
 
 # The Alembic revision these models describe; a test keeps it equal to the newest one.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 # The tenant every row belonged to before tenants existed, and the one served when
 # authentication is not required.
 DEFAULT_TENANT_ID = uuid.UUID(int=0)

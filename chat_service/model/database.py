@@ -7,14 +7,16 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar, cast
 
-from sqlalchemy import create_engine, event, exc, inspect, make_url, text
+from sqlalchemy import Table, bindparam, create_engine, event, exc, inspect, make_url, text, update
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat_service.errors import Unavailable
+from chat_service.model.idempotency import IdempotencyKey
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,17 @@ Result = TypeVar("Result")
 BatchWriter = Callable[[Connection, Sequence[Item]], list[Result | Exception]]
 # Items per transaction at most: a bound on how long one batch holds its locks.
 MAX_BATCH = 128
+
+# The idempotency claim (its row's id) of the request being served. Each write
+# transaction run on its behalf also marks the claim committed, in that same
+# transaction: a request that dies after its write is then never run a second time.
+idempotency_claim: ContextVar[str | None] = ContextVar("idempotency_claim", default=None)
+_IDEMPOTENCY_KEYS = cast(Table, IdempotencyKey.__table__)
+_MARK_COMMITTED = (
+    update(_IDEMPOTENCY_KEYS)
+    .where(_IDEMPOTENCY_KEYS.c.id == bindparam("claim"))
+    .values(committed=True)
+)
 
 # Tasks started by ``cancel_safe`` that are still running: held so they are not
 # garbage-collected, and awaited by ``Database.dispose`` before the pool closes.
@@ -194,6 +207,9 @@ class Database:
         Raises:
             Unavailable: the database cannot be reached or used right now.
         """
+        claim = idempotency_claim.get() if write else None
+        if claim is not None:
+            work = _marking(work, [claim])
         try:
             if self._sync_engine is None:
                 return await self._run_async(work, write=write)
@@ -273,10 +289,24 @@ class Database:
         await self.engine.dispose()
 
 
+def _marking(work: Callable[[Connection], T], claims: list[str]) -> Callable[[Connection], T]:
+    """``work``, then marking ``claims`` committed in the same transaction."""
+
+    def marked(connection: Connection) -> T:
+        result = work(connection)
+        connection.execute(_MARK_COMMITTED, [{"claim": claim} for claim in claims])
+        return result
+
+    return marked
+
+
 def _ensure_sqlite_directory(url: URL) -> None:
     database = url.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+_Pending = tuple[Item, "asyncio.Future[Result]", str | None]
 
 
 class _GroupCommit(Generic[Item, Result]):
@@ -289,13 +319,14 @@ class _GroupCommit(Generic[Item, Result]):
     def __init__(self, db: Database, writer: BatchWriter[Item, Result]) -> None:
         self.db = db
         self.writer = writer
-        self.pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        # Each item with its future and the idempotency claim of the request it is for.
+        self.pending: list[_Pending[Item, Result]] = []
         self.draining = False
 
     def submit(self, item: Item) -> asyncio.Future[Result]:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)
-        self.pending.append((item, future))
+        self.pending.append((item, future, idempotency_claim.get()))
         if not self.draining:
             self.draining = True
             task = asyncio.ensure_future(self._drain())
@@ -304,6 +335,8 @@ class _GroupCommit(Generic[Item, Result]):
         return future
 
     async def _drain(self) -> None:
+        # The task began in its first submitter's context: its claims go item by item.
+        idempotency_claim.set(None)
         try:
             while self.pending:
                 batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
@@ -311,12 +344,22 @@ class _GroupCommit(Generic[Item, Result]):
         finally:
             self.draining = False
 
-    async def _write(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
-        items = [item for item, _ in batch]
+    async def _write(self, batch: list[_Pending[Item, Result]]) -> None:
+        items = [item for item, _, _ in batch]
+
+        def write(connection: Connection) -> list[Result | Exception]:
+            results = self.writer(connection, items)
+            claims = [
+                {"claim": claim}
+                for (_, _, claim), result in zip(batch, results, strict=True)
+                if claim is not None and not isinstance(result, Exception)
+            ]
+            if claims:
+                connection.execute(_MARK_COMMITTED, claims)
+            return results
+
         try:
-            results = await self.db.run(
-                lambda connection: self.writer(connection, items), write=True
-            )
+            results = await self.db.run(write, write=True)
         except Exception as error:
             if len(batch) > 1 and not isinstance(error, Unavailable):
                 # Something in the batch broke the transaction: write each item alone,
@@ -324,11 +367,11 @@ class _GroupCommit(Generic[Item, Result]):
                 for single in batch:
                     await self._write([single])
                 return
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(error)
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future, _), result in zip(batch, results, strict=True):
             if future.done():
                 continue  # the caller has gone
             if isinstance(result, Exception):

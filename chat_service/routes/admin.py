@@ -10,6 +10,7 @@ from quart_schema import document_response, tag_blueprint
 from chat_service.model import Role
 from chat_service.routes.auth import authenticated
 from chat_service.routes.bodies import json_body, page_limit, query_args
+from chat_service.routes.idempotency import idempotent
 from chat_service.routes.responses import json_response, no_content
 from chat_service.routes.state import app_state
 from chat_service.services import agents as agent_service
@@ -34,6 +35,7 @@ tag_blueprint(blueprint, ["admin"])
 @blueprint.post("/agents")
 @authenticated
 @json_body(NewAgent)
+@idempotent
 @document_response(AgentOut, 201)
 @document_response(Problem, 400)
 @document_response(Problem, 401)
@@ -121,6 +123,7 @@ async def update_agent(agent_id: uuid.UUID, data: AgentPatch, principal: Princip
 @blueprint.post("/api-keys")
 @authenticated
 @json_body(NewApiKey)
+@idempotent
 @document_response(ApiKeyOut, 201)
 @document_response(Problem, 400)
 @document_response(Problem, 401)

@@ -30,6 +30,7 @@ from chat_service.routes import messages as messages_routes
 from chat_service.routes import rate_limits
 from chat_service.routes.auth import SECURITY_SCHEME, authenticated, principal_from
 from chat_service.routes.bodies import parse_query, query_args
+from chat_service.routes.idempotency import idempotent
 from chat_service.routes.problems import InvalidInput, problem_for
 from chat_service.routes.responses import json_response, no_content
 from chat_service.routes.state import app_state
@@ -86,6 +87,7 @@ Stream = AsyncIterator[list[LiveEvent] | None]
 
 @blueprint.post("/live/tickets")
 @authenticated
+@idempotent
 @document_response(TicketOut, 201)
 @document_response(Problem, 401)
 @document_response(Problem, 503)

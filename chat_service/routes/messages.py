@@ -10,6 +10,7 @@ from quart_schema import document_headers, document_response, tag_blueprint
 from chat_service.model import AuthorType, Visibility
 from chat_service.routes.auth import authenticated
 from chat_service.routes.bodies import json_body, page_limit, query_args
+from chat_service.routes.idempotency import idempotent
 from chat_service.routes.openapi import alternative_response
 from chat_service.routes.preferences import prefers_minimal
 from chat_service.routes.problems import InvalidInput
@@ -37,6 +38,7 @@ tag_blueprint(blueprint, ["messages"])
 @blueprint.post("/sessions/<uuid:session_id>/messages")
 @authenticated
 @json_body(NewMessage)
+@idempotent
 @document_headers(PreferHeader)
 @document_response(SessionOut, 201)
 @alternative_response(MessageOut, 201)

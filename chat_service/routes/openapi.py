@@ -14,6 +14,7 @@ import quart_schema
 from pydantic import BaseModel
 from quart import Quart
 
+from chat_service.routes import idempotency
 from chat_service.routes.auth import SECURITY_DESCRIPTION, SECURITY_SCHEME
 from chat_service.routes.state import app_state
 
@@ -64,10 +65,14 @@ class OpenAPIProvider(quart_schema.OpenAPIProvider):
             view = self._app.view_functions[rule.endpoint]
             alternatives = getattr(view, ALTERNATIVES_ATTRIBUTE, {})
             path = _RULE_VARIABLE.sub(r"{\1}", rule.rule)
+            idempotent = getattr(view, idempotency.IDEMPOTENT_ATTRIBUTE, False)
             for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
                 operation = document["paths"][path][method.lower()]
                 for status, models in alternatives.items():
                     _add_alternatives(document, operation, status, models)
+                if idempotent:
+                    parameters = operation.setdefault("parameters", [])
+                    parameters.append(idempotency.PARAMETER)
         return document
 
 

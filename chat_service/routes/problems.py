@@ -16,8 +16,11 @@ from chat_service.errors import (
     Conflict,
     DomainError,
     Forbidden,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
     InvalidCursor,
     InvalidField,
+    InvalidIdempotencyKey,
     NotFound,
     RateLimited,
     Unauthenticated,
@@ -33,6 +36,8 @@ STATUS: Final[Mapping[type[DomainError], int]] = {
     NotFound: 404,
     Conflict: 409,
     InvalidCursor: 400,
+    InvalidIdempotencyKey: 400,
+    IdempotencyKeyReused: 422,
     Unavailable: 503,
     RateLimited: 429,
 }
@@ -126,6 +131,8 @@ def register(app: Quart) -> None:
         if status == 503:
             response.headers["Retry-After"] = RETRY_AFTER_SECONDS
         if isinstance(error, RateLimited):
+            response.headers["Retry-After"] = str(error.retry_after)
+        if isinstance(error, IdempotencyKeyInUse) and error.retry_after is not None:
             response.headers["Retry-After"] = str(error.retry_after)
         if status == 401:
             # RFC 6750: name the scheme; say the token was bad when one was sent.

@@ -11,6 +11,7 @@ from quart_schema import document_response, tag_blueprint
 from chat_service.model import Priority, SessionStatus
 from chat_service.routes.auth import authenticated
 from chat_service.routes.bodies import json_body, page_limit, query_args
+from chat_service.routes.idempotency import idempotent
 from chat_service.routes.problems import InvalidInput
 from chat_service.routes.responses import json_response, no_content
 from chat_service.routes.state import app_state
@@ -36,6 +37,7 @@ tag_blueprint(blueprint, ["sessions"])
 @blueprint.post("/sessions")
 @authenticated
 @json_body(NewSession, optional=True)
+@idempotent
 @document_response(SessionOut, 201)
 @document_response(Problem, 400)
 @document_response(Problem, 401)

@@ -1,4 +1,4 @@
-"""What the routes need at hand: settings, database, cursor codec, JWT verifier, hub, limits."""
+"""What the routes need at hand: settings, database, codecs, verifier, hub, limits, keys."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from quart import Quart, current_app
 from chat_service.config import Settings
 from chat_service.model import Database
 from chat_service.services.cursors import CursorCodec
+from chat_service.services.idempotency import Idempotency
 from chat_service.services.jwt_tokens import JwtVerifier
 from chat_service.services.live import LiveHub
 from chat_service.services.rate_limits import RateLimiter
@@ -26,6 +27,7 @@ class AppState:
     jwt: JwtVerifier
     live: LiveHub
     rate_limits: RateLimiter | None  # None: no limits
+    idempotency: Idempotency
 
 
 def app_state(app: Quart | None = None) -> AppState:

@@ -1,0 +1,34 @@
+"""Idempotency keys: what a create answered, so that a retry gets the same answer."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from chat_service.model.base import Base
+
+
+class IdempotencyKey(Base):
+    """One ``Idempotency-Key`` of one credential, from first use until it expires.
+
+    ``id`` is a SHA-256 of the credential's scope and the key, so neither is stored.
+    A row is claimed (``status`` empty) while its request runs; the create's own
+    transaction sets ``committed``, so a request that died after writing is never run
+    again; ``status`` and ``response`` (encrypted with a key derived from the
+    Idempotency-Key itself: answers may hold secrets) are stored after it. ``lease_until``
+    is when another request may take over a claim whose request never committed.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    committed: Mapped[bool]
+    status: Mapped[int | None]
+    response: Mapped[bytes | None] = mapped_column(LargeBinary)
+    lease_until: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
