@@ -213,6 +213,12 @@ class Database:
             # that happens in the writer thread, off the event loop.
             return await loop.run_in_executor(self._threads, self._run_sync, work, True)
         except Exception as error:
+            if isinstance(error, exc.DBAPIError) and not _unavailable(error):
+                # The driver's exception, chained under SQLAlchemy's, may quote row values
+                # (PostgreSQL's DETAIL: "Failing row contains (...)"), and a traceback in
+                # the logs shows the whole chain: chat text must not get there that way.
+                # SQLAlchemy's own message names the driver's error without the values.
+                raise error from None
             if not _unavailable(error):
                 raise
             log.warning("database unavailable: %s", type(error).__name__)
