@@ -16,7 +16,14 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -29,6 +36,10 @@ NAMESPACE = "chat_service"
 UNMATCHED_ROUTE = "unmatched"
 # An API answers in milliseconds: finer buckets at the low end than the client's default.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# No `_created` series beside each counter: they double the series, and the
+# multiprocess mode has none, so the output is the same with one worker or several.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 HTTP_REQUESTS = Counter(
     "http_requests",
