@@ -57,8 +57,9 @@ def _bearer_matches(header: str, token: str) -> bool:
 
 def register(app: Quart) -> None:
     """Keep the metrics' own listener (``metrics.bind``) to ``/metrics`` alone."""
-    if not app_state(app).settings.metrics.listener:
-        return
+    settings = app_state(app).settings.metrics
+    if not settings.enabled or settings.listener is None:
+        return  # no such listener
 
     @app.before_request
     async def metrics_listener_serves_metrics_only() -> None:
