@@ -89,18 +89,14 @@ def _supervise(
     metrics_dir = tempfile.mkdtemp(prefix="chat-service-metrics-")
     os.environ[metrics.MULTIPROCESS_DIR_VARIABLE] = metrics_dir
     try:
-        return _run_workers(settings, app_factory, config, sockets, metrics_dir)
+        return _run_workers(settings, app_factory, config, sockets)
     finally:
         del os.environ[metrics.MULTIPROCESS_DIR_VARIABLE]
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _run_workers(
-    settings: Settings,
-    app_factory: AppFactory,
-    config: HypercornConfig,
-    sockets: Sockets,
-    metrics_dir: str,
+    settings: Settings, app_factory: AppFactory, config: HypercornConfig, sockets: Sockets
 ) -> int:
     settings = _with_shared_cursor_secret(settings)
     context = multiprocessing.get_context("spawn")
@@ -131,9 +127,6 @@ def _run_workers(
         if worker.is_alive():
             worker.terminate()
             worker.join()
-        if worker.pid is not None:
-            # A worker that was killed could not say so itself.
-            multiprocess.mark_process_dead(worker.pid, metrics_dir)  # type: ignore[no-untyped-call]
     return max((abs(worker.exitcode or 0) for worker in workers), default=0)
 
 
