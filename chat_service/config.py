@@ -263,6 +263,51 @@ class RateLimitSettings:
     writes: str = _rate_limit_option("10/second;300/minute", "other writes")
 
 
+def host_port(address: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9100`` for IPv6) as a pair.
+
+    Raises:
+        ValueError: not a host and a port from 1 to 65535.
+    """
+    host, colon, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not host:port")
+    return host, int(port)
+
+
+def _metrics_bind(_instance: object, _attribute: object, value: str) -> None:
+    if value:
+        try:
+            host_port(value)
+        except ValueError:
+            raise ValueError(
+                f"metrics.bind must read like 127.0.0.1:9100 or [::1]:9100, not {value!r}"
+            ) from None
+
+
+@attrs.frozen
+class MetricsSettings:
+    """The Prometheus metrics at ``GET /metrics``."""
+
+    enabled: bool = ts.option(default=True, help="Serve the metrics at GET /metrics.")
+    token: Secret[str] = ts.secret(
+        default=Secret(""),
+        help="When set, /metrics needs 'Authorization: Bearer <token>'. Empty: open.",
+    )
+    bind: str = ts.option(
+        default="",
+        help="A second address (host:port) to listen on, the only one where /metrics "
+        "answers (404 on http.bind); it serves nothing else. Empty: /metrics on http.bind.",
+        validator=_metrics_bind,
+    )
+
+    @property
+    def listener(self) -> tuple[str, int] | None:
+        """``bind`` as (host, port); None when the metrics share ``http.bind``."""
+        return host_port(self.bind) if self.bind else None
+
+
 @attrs.frozen
 class IdempotencySettings:
     """``Idempotency-Key`` on creates: how long an answer is kept for retries."""
@@ -288,7 +333,9 @@ class LogSettings:
         default="INFO", converter=str.upper
     )
     format: Literal["json", "text"] = ts.option(default="text")
-    access_log: bool = ts.option(default=True)
+    access_log: bool = ts.option(
+        default=True, help="One line per request (and per WebSocket) at INFO."
+    )
 
 
 @attrs.frozen
@@ -304,6 +351,7 @@ class Settings:
     live: LiveSettings = LiveSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
+    metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
 
     def __attrs_post_init__(self) -> None:
@@ -328,6 +376,8 @@ class Settings:
             raise ValueError("rate_limits.redis_url is required for rate_limits.storage = redis")
         if self.live.bus == "postgres" and self.database_dialect != "postgresql":
             raise ValueError("live.bus = postgres needs a PostgreSQL database.url")
+        if self.metrics.bind and self.metrics.bind == self.http.bind:
+            raise ValueError("metrics.bind must differ from http.bind (or be empty)")
         if self.auth.required:
             # Production mode: cursors must be signed with a real, shared key.
             _check_secret("security.cursor_secret", self.security.cursor_secret)

@@ -13,10 +13,11 @@ from chat_service.config import LogSettings
 request_id: ContextVar[str] = ContextVar("request_id", default="")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
+# Fields of every JSON line; a line's ``extra`` fields (the access line's route,
+# method, status...) are added after them.
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
-# Hypercorn's access line; %({x-request-id}o)s is the response header set per request.
-# %(r)s is the request line without its query string, which may hold search text.
-ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus rid=%({x-request-id}o)s'
+# The logger of the access lines (chat_service.routes.access).
+ACCESS_LOGGER = "chat_service.access"
 
 
 class RequestIdFilter(logging.Filter):

@@ -1,7 +1,9 @@
 """Serving the application with Hypercorn: one process, or a supervisor and workers.
 
 Settings are loaded once by the command line and handed to each worker process
-(pickled), so a worker never reads the configuration again.
+(pickled), so a worker never reads the configuration again. With several workers the
+supervisor also gives them a fresh directory for their metrics (prometheus-client's
+multiprocess mode), which it removes when they have stopped.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import secrets
+import shutil
 import signal
+import tempfile
 from collections.abc import Callable
 from multiprocessing.synchronize import Event as EventType
 from typing import Any
@@ -22,9 +27,10 @@ from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
+from prometheus_client import multiprocess
 from typed_settings.types import Secret
 
-from chat_service import logs
+from chat_service import logs, metrics
 from chat_service.app import begin_shutdown, create_app
 from chat_service.config import Settings
 
@@ -35,12 +41,17 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     """Hypercorn's configuration, derived from ``settings.http``."""
     config = HypercornConfig()
     config.bind = [settings.http.bind]
+    if settings.metrics.enabled and settings.metrics.bind:
+        # The metrics' own listener; the application tells the two apart by the
+        # address a request arrived on.
+        config.bind.append(settings.metrics.bind)
     config.workers = settings.http.workers
     config.keep_alive_timeout = settings.http.keep_alive_seconds
     config.graceful_timeout = settings.http.graceful_timeout_seconds
-    config.accesslog = logging.getLogger("hypercorn.access") if settings.log.access_log else None
+    # The application writes the access log itself (chat_service.routes.access), with
+    # the route template and the request id as fields of their own.
+    config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.access_log_format = logs.ACCESS_LOG_FORMAT
     # A WebSocket frame above the body limit closes the connection with 1009. (Idle
     # WebSockets get the application's heartbeat frames rather than Hypercorn's pings,
     # whose timer holds each closed connection open until its next tick.)
@@ -71,6 +82,20 @@ def run(settings: Settings, app_factory: AppFactory = create_app) -> int:
 
 
 def _supervise(
+    settings: Settings, app_factory: AppFactory, config: HypercornConfig, sockets: Sockets
+) -> int:
+    # A private, empty directory: values left by an earlier run (or another server)
+    # must not be added to this one's. The workers inherit the variable when spawned.
+    metrics_dir = tempfile.mkdtemp(prefix="chat-service-metrics-")
+    os.environ[metrics.MULTIPROCESS_DIR_VARIABLE] = metrics_dir
+    try:
+        return _run_workers(settings, app_factory, config, sockets)
+    finally:
+        del os.environ[metrics.MULTIPROCESS_DIR_VARIABLE]
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_workers(
     settings: Settings, app_factory: AppFactory, config: HypercornConfig, sockets: Sockets
 ) -> int:
     settings = _with_shared_cursor_secret(settings)
@@ -125,7 +150,11 @@ def _worker(
     shutdown_event: EventType,
 ) -> None:
     logs.configure(settings.log)
-    _serve(settings, app_factory, config, sockets, shutdown_event)
+    try:
+        _serve(settings, app_factory, config, sockets, shutdown_event)
+    finally:
+        # Its live gauges (connections, pool) stop counting in the other workers' scrapes.
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 def _serve(

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,16 +117,21 @@ class Server:
 
 @contextlib.contextmanager
 def serving(
-    env: Mapping[str, str], log_path: Path, *, port: int, wait: bool = True
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    port: int,
+    wait: bool = True,
+    command: Sequence[str] = (CHAT_SERVICE, "serve"),
 ) -> Iterator[Server]:
-    """Start ``chat-service serve`` with ``env``; always killed on the way out.
+    """Start ``chat-service serve`` (or ``command``) with ``env``; always killed on the way out.
 
     The process gets a session (and process group) of its own, so that any worker left
     behind by a failing test is killed with it.
     """
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [CHAT_SERVICE, "serve"],
+            list(command),
             cwd=ROOT,
             env=dict(env),
             stdin=subprocess.DEVNULL,

@@ -96,3 +96,38 @@ def test_show_config_masks_secrets(
     assert "hunter2" not in out
     assert "sekrit" not in out
     assert repr(load_shipped()).count("hunter2") == 0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "complaint"),
+    [
+        ("CHAT_SERVICE_METRICS_BIND", "9100", "metrics.bind must read like"),
+        ("CHAT_SERVICE_METRICS_BIND", "127.0.0.1:", "metrics.bind must read like"),
+        ("CHAT_SERVICE_METRICS_BIND", "127.0.0.1:70000", "metrics.bind must read like"),
+        ("CHAT_SERVICE_METRICS_BIND", "127.0.0.1:8080", "must differ from http.bind"),
+    ],
+)
+def test_a_metrics_bind_must_be_another_host_and_port(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, complaint: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(config.SettingsError, match=complaint):
+        load_shipped()
+
+
+def test_metrics_settings_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("CHAT_SERVICE_METRICS_BIND", "[::1]:9100")
+    monkeypatch.setenv("CHAT_SERVICE_METRICS_TOKEN", "scrape-me-if-you-can")
+
+    settings = load_shipped()
+    assert cli.main(["show-config"]) == 0
+
+    assert settings.metrics.listener == ("::1", 9100)
+    assert settings.metrics.token.get_secret_value() == "scrape-me-if-you-can"
+    shown = capsys.readouterr().out
+    assert json.loads(shown)["metrics"] == {"enabled": True, "token": "***", "bind": "[::1]:9100"}
+    assert "scrape-me" not in shown

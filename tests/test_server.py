@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import struct
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -45,7 +43,6 @@ from tests.support import (
 
 pytestmark = pytest.mark.slow
 
-WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # Rounds of resets in the disconnect test: enough that the original service wedged every run.
 ROUNDS = 8
 GREETING = "Hello, how may I help you?"
@@ -140,37 +137,6 @@ def test_migrate_then_serve_then_stop_on_sigterm(empty_database: str, tmp_path: 
             },
         }
         assert server.stop(timeout=5) == 0
-
-
-def test_json_logs_carry_request_ids_but_never_message_text(
-    migrated_database: str, tmp_path: Path
-) -> None:
-    private_text = f"my card number is {uuid.uuid4()}"
-    bad_ids = ["has spaces in it", "x" * 200, "semi;colon"]
-    with start(migrated_database, tmp_path, LOG_FORMAT="json", LOG_LEVEL="DEBUG") as server:
-        with server.client() as client:
-            created = client.post("/sessions", headers={"X-Request-ID": "test-rid-123"})
-            session_id = created.json()["id"]
-            posted = client.post(f"/sessions/{session_id}/messages", json=new_message(private_text))
-            echoed = [client.get("/health", headers={"X-Request-ID": b}) for b in bad_ids]
-        assert server.stop() == 0
-        logs = server.logs()
-
-    assert created.status_code == 201
-    assert created.headers["X-Request-ID"] == "test-rid-123"
-    assert posted.status_code == 201
-    for sent, response in zip(bad_ids, echoed, strict=True):
-        replaced = response.headers["X-Request-ID"]
-        assert replaced != sent
-        assert WELL_FORMED_ID.fullmatch(replaced)
-        assert sent not in logs
-    records = [json.loads(line) for line in logs.splitlines() if line.strip()]
-    tagged = [r for r in records if "rid=test-rid-123" in r["message"]]
-    assert len(tagged) == 1, records
-    assert tagged[0]["name"] == "hypercorn.access"
-    assert '"POST /sessions 1.1" 201' in tagged[0]["message"]
-    assert tagged[0]["request_id"] == "test-rid-123"
-    assert private_text not in logs
 
 
 def test_oversized_body_is_refused_before_it_is_sent(server: Server) -> None:

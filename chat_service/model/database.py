@@ -15,6 +15,7 @@ from sqlalchemy import Table, bindparam, create_engine, event, exc, inspect, mak
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from chat_service import metrics
 from chat_service.errors import Unavailable
 from chat_service.model.idempotency import IdempotencyKey
 
@@ -165,6 +166,7 @@ class Database:
         self._sync_engine: Engine | None = None
         # The async engine: migrations' checks, readiness, tests, and PostgreSQL's work.
         self.engine = create_async_engine(parsed, **engine_options)
+        _observe_pool(self.engine.sync_engine, "async", pool_size, max_overflow)
         if self.dialect == "sqlite":
             if parsed.database in (None, "", ":memory:"):
                 raise ValueError("SQLite needs a database file: an in-memory one is private")
@@ -182,6 +184,7 @@ class Database:
             )
             event.listen(sync_engine, "connect", on_connect)
             event.listen(sync_engine, "begin", _sqlite_begin)
+            _observe_pool(sync_engine, "sync", 3, 0)
             self._sync_engine = sync_engine
             self._sync_writer = sync_engine.execution_options(sqlite_immediate=True)
             # SQLite has one writer at a time: this process's writes queue for its one
@@ -226,6 +229,12 @@ class Database:
             # that happens in the writer thread, off the event loop.
             return await loop.run_in_executor(self._threads, self._run_sync, work, True)
         except Exception as error:
+            if isinstance(error, exc.DBAPIError) and not _unavailable(error):
+                # The driver's exception, chained under SQLAlchemy's, may quote row values
+                # (PostgreSQL's DETAIL: "Failing row contains (...)"), and a traceback in
+                # the logs shows the whole chain: chat text must not get there that way.
+                # SQLAlchemy's own message names the driver's error without the values.
+                raise error from None
             if not _unavailable(error):
                 raise
             log.warning("database unavailable: %s", type(error).__name__)
@@ -298,6 +307,16 @@ def _marking(work: Callable[[Connection], T], claims: list[str]) -> Callable[[Co
         return result
 
     return marked
+
+
+def _observe_pool(engine: Engine, name: str, size: int, max_overflow: int) -> None:
+    """Follow the connections in use in ``engine``'s pool in the metrics."""
+    metrics.DB_POOL_SIZE.labels(pool=name).set(size)
+    metrics.DB_POOL_MAX.labels(pool=name).set(size + max_overflow)
+    checked_out = metrics.DB_POOL_CHECKED_OUT.labels(pool=name)
+    # Listened on the engine: the events follow it to the new pool that dispose() makes.
+    event.listen(engine, "checkout", lambda *_args: checked_out.inc())
+    event.listen(engine, "checkin", lambda *_args: checked_out.dec())
 
 
 def _ensure_sqlite_directory(url: URL) -> None:

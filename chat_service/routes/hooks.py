@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from quart import Quart, Response, request
+from quart import Quart, Response, request, websocket
 
 from chat_service import logs
 
@@ -18,9 +18,11 @@ def register(app: Quart) -> None:
 
     @app.before_request
     async def take_request_id() -> None:
-        offered = request.headers.get(REQUEST_ID_HEADER, "")
-        request_id = offered if _WELL_FORMED_ID.fullmatch(offered) else uuid.uuid4().hex
-        logs.request_id.set(request_id)
+        _take_request_id(request.headers.get(REQUEST_ID_HEADER, ""))
+
+    @app.before_websocket
+    async def take_websocket_request_id() -> None:
+        _take_request_id(websocket.headers.get(REQUEST_ID_HEADER, ""))
 
     @app.after_request
     async def stamp_response(response: Response) -> Response:
@@ -29,3 +31,8 @@ def register(app: Quart) -> None:
             response.headers[REQUEST_ID_HEADER] = request_id
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
+
+
+def _take_request_id(offered: str) -> None:
+    request_id = offered if _WELL_FORMED_ID.fullmatch(offered) else uuid.uuid4().hex
+    logs.request_id.set(request_id)

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from quart import Response, request
 from quart_schema import document_response
 
+from chat_service import metrics
 from chat_service.errors import Unavailable
 from chat_service.model import cancel_safe
 from chat_service.model.database import idempotency_claim
@@ -120,6 +121,8 @@ async def _release(keys: idempotency.Idempotency, claim: idempotency.Claim) -> N
 
 
 def _replay(answer: idempotency.Answer) -> Response:
+    rule = request.url_rule.rule if request.url_rule is not None else ""
+    metrics.IDEMPOTENT_REPLAYS.labels(route=rule).inc()
     response = Response(answer.body, status=answer.status, headers=answer.headers)
     response.headers[REPLAYED] = "true"
     return response

@@ -24,7 +24,9 @@ from quart import Blueprint, Response, request, websocket
 from quart.wrappers import Websocket
 from quart_schema import document_response, security_scheme, tag_blueprint
 from quart_schema.validation import QuerystringValidationError
+from werkzeug.datastructures import Headers
 
+from chat_service import metrics
 from chat_service.errors import DomainError, InvalidField, Unavailable
 from chat_service.routes import messages as messages_routes
 from chat_service.routes import rate_limits
@@ -201,6 +203,8 @@ async def _event_stream(stream: Stream) -> Response:
         raise
 
     async def body() -> AsyncIterator[bytes]:
+        connections = metrics.LIVE_CONNECTIONS.labels(transport="sse")
+        connections.inc()
         try:
             yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
             async for batch in stream:
@@ -211,6 +215,7 @@ async def _event_stream(stream: Stream) -> Response:
         except Unavailable:
             yield _sse_notice("close", {"reason": "unavailable"})
         finally:
+            connections.dec()
             await _close(stream)
 
     response = Response(
@@ -344,6 +349,8 @@ async def _serve_websocket(stream: Stream, receiver: AsyncIterator[str]) -> None
         await _refuse(error)
         return
     await websocket.accept()
+    connections = metrics.LIVE_CONNECTIONS.labels(transport="websocket")
+    connections.inc()
     sending = asyncio.ensure_future(_send_events(stream))
     receiving = asyncio.ensure_future(_drain(receiver))
     try:
@@ -354,6 +361,7 @@ async def _serve_websocket(stream: Stream, receiver: AsyncIterator[str]) -> None
     finally:
         for task in (sending, receiving):
             task.cancel()
+        connections.dec()
         for task in (sending, receiving):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -373,6 +381,22 @@ def _closing(sending: asyncio.Task[None]) -> tuple[int, str]:
 
 class LiveWebsocket(Websocket):
     """The application's websocket object: with a send for frames after ``accept()``."""
+
+    # For the access log: whether the connection was accepted, and how the server closed it.
+    accepted = False
+    close_code: int | None = None
+
+    async def accept(
+        self, headers: dict[str, str] | Headers | None = None, subprotocol: str | None = None
+    ) -> None:
+        """Accept the connection (once; later calls do nothing)."""
+        self.accepted = True
+        await super().accept(headers, subprotocol)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close the connection with ``code``."""
+        self.close_code = code
+        await super().close(code, reason)
 
     async def send_accepted(self, frame: str) -> None:
         """Send a text frame on an accepted connection.

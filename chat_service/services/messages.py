@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, bindparam, exists, insert, select, update
 
+from chat_service import metrics
 from chat_service.errors import Conflict, Forbidden, NotFound
 from chat_service.model import (
     AuthorType,
@@ -147,6 +148,7 @@ async def post_message(
         utc_now(),
     )
     message, session = await db.group_commit(_append_messages, post)
+    metrics.MESSAGES_CREATED.inc()
     notices = [Notice(NoticeKind.MESSAGE, session.tenant_id, session.id, message.seq)]
     if session.last_seq > message.seq:  # a reopening event (or another post) followed
         notices.append(Notice(NoticeKind.SESSION, session.tenant_id, session.id, session.last_seq))

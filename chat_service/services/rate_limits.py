@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chat_service import metrics
 from chat_service.errors import RateLimited
 from chat_service.services.access import Kind, Principal
 
@@ -41,6 +42,10 @@ class RouteClass(enum.StrEnum):
     MESSAGES = "messages"  # posting a message (REST or WebSocket)
     READS = "reads"  # GET, and opening a live stream
     WRITES = "writes"  # every other change
+
+
+for _route_class in RouteClass:  # every series exists from the start, at 0
+    metrics.RATE_LIMITED.labels(route_class=_route_class.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +130,7 @@ class RateLimiter:
                 stats = await self._limiter.get_window_stats(item, route_class.value, who)
                 reset = max(1, math.ceil(stats.reset_time - time.time()))
                 if not allowed:
+                    metrics.RATE_LIMITED.labels(route_class=route_class.value).inc()
                     raise RateLimited(
                         f"more than {item.amount} {route_class.value} per "
                         f"{_window(item.get_expiry())} from this caller: retry in {reset} s",

@@ -236,6 +236,8 @@ MATRIX: dict[tuple[str, str], tuple[Request, dict[str, tuple[int, int]]]] = {
     ("/openapi.json", "GET"): (fixed("/openapi.json"), PUBLIC),
     ("/docs", "GET"): (fixed("/docs"), PUBLIC),
     ("/redocs", "GET"): (fixed("/redocs"), PUBLIC),
+    # Protected by metrics.token or metrics.bind (tests/api/test_metrics.py), not by callers.
+    ("/metrics", "GET"): (fixed("/metrics"), PUBLIC),
     ("/sessions", "POST"): (fixed("/sessions"), OPEN_SESSION),
     ("/sessions", "GET"): (fixed("/sessions"), INBOX),
     ("/sessions/<uuid:session_id>/read", "POST"): (

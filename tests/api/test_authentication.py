@@ -47,6 +47,7 @@ PUBLIC_RULES = {
     "/docs",
     "/redocs",
     "/static/<path:filename>",
+    "/metrics",  # no API credential: metrics.token protects it (tests/api/test_metrics.py)
 }
 
 
