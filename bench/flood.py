@@ -102,6 +102,7 @@ class Options:
     victims: int
     flood_connections: int
     profile: Path | None  # where py-spy's folded stacks of the flood phases go
+    phases: tuple[Phase, ...]
 
 
 @dataclass(frozen=True)
@@ -394,16 +395,20 @@ def summarize(backend: str, phases: list[dict[str, Any]]) -> dict[str, Any]:
         value for phase in phases if phase["phase"] in BASELINES for value in phase["latencies_ms"]
     )
     base_p50, base_p99 = percentile(pooled, 0.50), percentile(pooled, 0.99)
+
+    def ratio(value: float, base: float) -> float | None:
+        return round(value / base, 2) if pooled else None
+
     return {
         "kind": "summary",
         "backend": backend,
         "baseline_posts": len(pooled),
-        "baseline_p50_ms": round(base_p50, 2),
-        "baseline_p99_ms": round(base_p99, 2),
+        "baseline_p50_ms": round(base_p50, 2) if pooled else None,
+        "baseline_p99_ms": round(base_p99, 2) if pooled else None,
         "ratios": {
             phase["phase"]: {
-                "p50": round(phase["p50_ms"] / base_p50, 2),
-                "p99": round(phase["p99_ms"] / base_p99, 2),
+                "p50": ratio(phase["p50_ms"], base_p50),
+                "p99": ratio(phase["p99_ms"], base_p99),
             }
             for phase in phases
         },
@@ -435,6 +440,10 @@ def line_of(record: dict[str, Any]) -> str:
 
 def _ms(value: float | None) -> str:
     return "–" if value is None or value != value else f"{value:.1f}"
+
+
+def _times(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def _rate(value: float) -> str:
@@ -516,7 +525,7 @@ def markdown(records: list[dict[str, Any]], minutes: float) -> str:
                 f"| {run['phase']} | {'on' if run['rate_limits'] else 'off'} "
                 f"| {run['posts']} ({run['late_sends']} late) "
                 f"| {_ms(run['p50_ms'])} | {_ms(run['p90_ms'])} | {_ms(run['p99_ms'])} "
-                f"| {_ms(run['max_ms'])} | {ratios['p50']:.2f} | {ratios['p99']:.2f} "
+                f"| {_ms(run['max_ms'])} | {_times(ratios['p50'])} | {_times(ratios['p99'])} "
                 f"| {f'**{refused}**' if bad else refused} "
                 f"| {flood} | {other} "
                 f"| {run['cpu_server']:.2f} / {run['cpu_flooder']:.2f} / "
@@ -540,8 +549,8 @@ def findings(summary: dict[str, Any], runs: list[dict[str, Any]]) -> str:
             f"{how}, the flooder had {_rate(flooder['accepted_per_s'])} messages/s accepted "
             f"and {_rate(flooder['refused_per_s'])}/s refused, the worker used "
             f"{run['cpu_server']:.2f} cores, and the victims' p50 was {_ms(run['p50_ms'])} ms "
-            f"({ratios['p50']:.2f} × the baseline), their p99 {_ms(run['p99_ms'])} ms "
-            f"({ratios['p99']:.2f} ×)."
+            f"({_times(ratios['p50'])} × the baseline), their p99 {_ms(run['p99_ms'])} ms "
+            f"({_times(ratios['p99'])} ×)."
         )
     refused, errors = summary["victims_refused"], summary["victims_errors"]
     if refused or errors:
@@ -584,6 +593,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--victims", type=int, default=5, help="victim customers, in turn")
     parser.add_argument("--flood-connections", type=int, default=32)
     parser.add_argument(
+        "--phases",
+        default=",".join(phase.name for phase in PHASES),
+        help="comma-separated, of those, run in their order (the baseline needs one of "
+        f"{' or '.join(BASELINES)})",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="py-spy the server in the flood phases (which it slows: not for the figures)",
@@ -604,6 +619,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("backends are sqlite and postgresql")
     if shutil.which("wrk") is None:
         parser.exit(2, "wrk is not installed: `make bench-deps` installs it\n")
+    chosen = tuple(phase for phase in PHASES if phase.name in args.phases.split(","))
+    if set(args.phases.split(",")) - {phase.name for phase in PHASES}:
+        parser.error(f"phases are {', '.join(phase.name for phase in PHASES)}")
     if args.victims < 1 or args.rate <= 0 or args.flood_connections < 1:
         parser.error("--victims, --rate and --flood-connections must be positive")
     options = Options(
@@ -613,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         victims=args.victims,
         flood_connections=args.flood_connections,
         profile=args.out if args.profile else None,
+        phases=chosen,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python -m bench.flood " + " ".join(
@@ -638,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
             "rate": options.rate,
             "victims": options.victims,
             "flood_connections": options.flood_connections,
+            "phases": [phase.name for phase in chosen],
             "rate_limit_environment": overrides,
         }
     ]
@@ -649,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
             print(LABELS[backend], flush=True)
             phases = []
             with fresh_database(backend, args.postgres_url, workdir) as url:
-                for phase in PHASES:
+                for phase in options.phases:
                     record = run_phase(backend, url, phase, options, workdir)
                     if record["profile"]:
                         print_hottest(Path(record["profile"]), 25)
