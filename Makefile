@@ -13,7 +13,7 @@ export POETRY_NO_INTERACTION := 1
 export CHAT_SERVICE_TEST_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
 
 .PHONY: help install run migrate serve test lint typecheck importlint pytest format clean \
-	bench bench-quick bench-deps bench-fanout
+	bench bench-quick bench-deps bench-fanout bench-flood
 
 help:
 	@echo "make run    install, migrate the SQLite database, serve on http://127.0.0.1:8080"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench  the full benchmark matrix (about 30 min); writes docs/benchmarks.md"
 	@echo "make bench-quick  a reduced benchmark run (about a minute) into bench/results/"
 	@echo "make bench-fanout  live fan-out, 1 to 1 000 subscribers (about 15 min); writes docs/benchmarks.md"
+	@echo "make bench-flood  one customer floods, others post (about 5 min); writes docs/benchmarks.md"
 
 $(POETRY):
 	$(PYTHON) -m venv .tools/poetry
@@ -76,6 +77,9 @@ bench-quick: bench-deps
 
 bench-fanout: bench-deps
 	$(BIN)/python -m bench.fanout --publish
+
+bench-flood: bench-deps
+	$(BIN)/python -m bench.flood --publish
 
 clean:
 	rm -rf .tools $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/results

@@ -190,15 +190,16 @@ def serve(module: str, env: dict[str, str], ready_path: str, log_file: Path) -> 
     port = free_port()
     environment = {
         **os.environ,
+        # The load comes from one address at thousands of requests a second: rate
+        # limits would answer most of it with 429. (A scenario that measures them
+        # turns them on in ``env``: bench/flood.py.)
+        "CHAT_SERVICE_RATE_LIMITS_ENABLED": "false",
         **env,
         "CHAT_SERVICE_HTTP_BIND": f"127.0.0.1:{port}",
         # The production log shape: one JSON access line per request, for both.
         "CHAT_SERVICE_LOG_FORMAT": "json",
         "CHAT_SERVICE_LOG_ACCESS_LOG": "true",
         "CHAT_SERVICE_LOG_LEVEL": "INFO",
-        # The load comes from one address at thousands of requests a second: rate
-        # limits would answer most of it with 429.
-        "CHAT_SERVICE_RATE_LIMITS_ENABLED": "false",
     }
     with log_file.open("ab") as log:
         process = subprocess.Popen(
