@@ -261,6 +261,13 @@ class RateLimitSettings:
     )
     reads: str = _rate_limit_option("20/second;600/minute", "reads (GET, live streams opened)")
     writes: str = _rate_limit_option("10/second;300/minute", "other writes")
+    refusal_delay_seconds: float = ts.option(
+        default=1.0,
+        validator=attrs.validators.ge(0),
+        help="How long a refused request waits before its 429 (at most its Retry-After): "
+        "a caller flooding over many connections is slowed to one request per connection "
+        "this often instead of taking the worker's time from everyone else. 0: at once.",
+    )
 
 
 def host_port(address: str) -> tuple[str, int]:

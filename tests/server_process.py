@@ -41,10 +41,11 @@ def service_env(**settings: str) -> dict[str, str]:
 
     ``settings`` are given without the prefix: ``DATABASE_URL="..."`` becomes
     ``CHAT_SERVICE_DATABASE_URL``. Rate limits are off unless ``settings`` say otherwise
-    (tests post from one address as fast as they can).
+    (tests post from one address as fast as they can), and a refusal is answered at once.
     """
     env = {name: value for name, value in os.environ.items() if not name.startswith("CHAT_SERVICE")}
     env["CHAT_SERVICE_RATE_LIMITS_ENABLED"] = "false"
+    env["CHAT_SERVICE_RATE_LIMITS_REFUSAL_DELAY_SECONDS"] = "0"
     env.update({f"CHAT_SERVICE_{name}": value for name, value in settings.items()})
     return env
 

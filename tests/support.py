@@ -76,8 +76,12 @@ def load_test_settings(**overrides: Any) -> Settings:
     """The shipped TOML plus ``overrides`` (section -> {key: value}); never the environment.
 
     Rate limits are off unless ``overrides`` turn them on: tests post from one address
-    as fast as they can.
+    as fast as they can. A refusal is answered at once unless they say otherwise.
     """
     sections = {**overrides}
-    sections["rate_limits"] = {"enabled": False, **sections.get("rate_limits", {})}
+    sections["rate_limits"] = {
+        "enabled": False,
+        "refusal_delay_seconds": 0,
+        **sections.get("rate_limits", {}),
+    }
     return load_without_environment([ROOT / DEFAULT_CONFIG_FILE], sections)

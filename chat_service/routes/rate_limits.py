@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from quart import Quart, Response, g, request, websocket
 
 from chat_service.errors import RateLimited
@@ -26,10 +28,17 @@ def route_class() -> RouteClass:
 async def limit(principal: Principal, kind: RouteClass | None = None, *, ws: bool = False) -> None:
     """Count the current request (or WebSocket frame) against the caller's limits.
 
+    A refused request (or frame) is answered after ``rate_limits.refusal_delay_seconds``
+    (at most its Retry-After): a client that sends the next request as soon as it has
+    an answer, over however many connections, then gets one refusal per connection per
+    delay, and a flood costs the worker next to nothing; a WebSocket's next frames wait
+    behind it.
+
     Raises:
         RateLimited: the caller is above a limit of the class.
     """
-    limiter = app_state().rate_limits
+    state = app_state()
+    limiter = state.rate_limits
     if limiter is None:
         return
     address = websocket.remote_addr if ws else request.remote_addr
@@ -38,6 +47,9 @@ async def limit(principal: Principal, kind: RouteClass | None = None, *, ws: boo
     except RateLimited as error:
         if not ws:
             g.rate_limit_quota = Quota(error.limit, 0, error.retry_after, error.policy)
+        delay = min(state.settings.rate_limits.refusal_delay_seconds, error.retry_after)
+        if delay > 0:
+            await asyncio.sleep(delay)
         raise
     if quota is not None and not ws:
         g.rate_limit_quota = quota

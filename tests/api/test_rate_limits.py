@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -141,3 +142,35 @@ async def test_no_limits_when_switched_off(client: TestClientProtocol) -> None:
 
     assert response.status_code == 201
     assert "RateLimit-Limit" not in response.headers
+
+
+DELAYED = {"rate_limits": {"enabled": True, "messages": "2/minute", "refusal_delay_seconds": 0.5}}
+
+
+@pytest.mark.parametrize("settings_overrides", [DELAYED])
+async def test_refusals_wait_while_other_callers_are_served_at_once(
+    client: TestClientProtocol,
+) -> None:
+    flooding, other = await create_session(client), await create_session(client)
+    for index in range(2):
+        assert (await post_as(client, flooding, f"allowed {index}")).status_code == 201
+    finished: list[str] = []
+
+    async def post(session: dict[str, Any], name: str) -> int:
+        response = await post_as(client, session, name)
+        finished.append(name)
+        return int(response.status_code)
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # A flood over many connections at once, and another customer's one post.
+    flood = [asyncio.ensure_future(post(flooding, f"flood {index}")) for index in range(20)]
+    await asyncio.sleep(0)
+    assert await post(other, "other") == 201
+    statuses = await asyncio.gather(*flood)
+    elapsed = loop.time() - started
+
+    assert statuses == [429] * 20
+    # The other customer was answered before any refusal, which each waited the delay.
+    assert finished[0] == "other"
+    assert elapsed >= 0.5
