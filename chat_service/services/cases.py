@@ -205,9 +205,12 @@ def _plan(
     if status is not None and status is not session.status:
         if status not in TRANSITIONS[session.status]:
             raise Conflict(f"a session cannot go from {session.status} to {status}")
-        if status is SessionStatus.ASSIGNED and assignee is None:
-            raise Conflict("an assigned session needs an assignee")
         events.append(("status_changed", session.status, status, True))
+    # Checked on the outcome, not only on a move: asking to stay `assigned` while
+    # removing the assignee would leave an assigned case with nobody on it.
+    outcome = session.status if status is None else status
+    if outcome is SessionStatus.ASSIGNED and assignee is None:
+        raise Conflict("an assigned session needs an assignee")
     if change.priority is not None and change.priority is not session.priority:
         events.append(("priority_changed", session.priority, change.priority, False))
     if change.tags is not None:

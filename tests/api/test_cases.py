@@ -103,6 +103,22 @@ async def test_illegal_changes_answer_409_and_change_nothing(
     assert await agent.ok("GET", path) == before
 
 
+async def test_an_assigned_case_cannot_stay_assigned_without_its_agent(
+    client: TestClientProtocol, world: World
+) -> None:
+    agent = as_(world, client, "agent")
+    path = f"/sessions/{world.own_session}"
+    await agent.ok("PATCH", path, {"assignee_id": world.own_agent})
+    before = await agent.ok("GET", path)
+
+    response = await agent.call("PATCH", path, {"status": "assigned", "assignee_id": None})
+
+    await problem_of(response, 409)
+    assert await agent.ok("GET", path) == before
+    unassigned = await agent.ok("PATCH", path, {"assignee_id": None})
+    assert (unassigned["status"], unassigned["assignee_id"]) == ("pending", None)
+
+
 async def test_full_lifecycle_then_a_closed_session_refuses_messages(
     client: TestClientProtocol, world: World
 ) -> None:
