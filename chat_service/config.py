@@ -381,6 +381,9 @@ class Settings:
             and not self.rate_limits.redis_url.get_secret_value()
         ):
             raise ValueError("rate_limits.redis_url is required for rate_limits.storage = redis")
+        if self.idempotency.ttl_seconds < self.idempotency.lease_seconds:
+            # A key must not expire under a request still holding it.
+            raise ValueError("idempotency.ttl_seconds must not be below lease_seconds")
         if self.live.bus == "postgres" and self.database_dialect != "postgresql":
             raise ValueError("live.bus = postgres needs a PostgreSQL database.url")
         if self.metrics.bind and self.metrics.bind == self.http.bind:

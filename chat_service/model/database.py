@@ -9,14 +9,14 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Generic, ParamSpec, TypeVar, cast
+from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, cast
 
 from sqlalchemy import Table, bindparam, create_engine, event, exc, inspect, make_url, text, update
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat_service import metrics
-from chat_service.errors import Unavailable
+from chat_service.errors import IdempotencyKeyInUse, Unavailable
 from chat_service.model.idempotency import IdempotencyKey
 
 log = logging.getLogger(__name__)
@@ -37,16 +37,46 @@ BatchWriter = Callable[[Connection, Sequence[Item]], list[Result | Exception]]
 # Items per transaction at most: a bound on how long one batch holds its locks.
 MAX_BATCH = 128
 
-# The idempotency claim (its row's id) of the request being served. Each write
-# transaction run on its behalf also marks the claim committed, in that same
-# transaction: a request that dies after its write is then never run a second time.
-idempotency_claim: ContextVar[str | None] = ContextVar("idempotency_claim", default=None)
+
+class ClaimRef(NamedTuple):
+    """An idempotency key's row, and the token of the request that holds it."""
+
+    row_id: str
+    token: str
+
+
+# The idempotency claim of the request being served. Each write transaction run on
+# its behalf also marks the claim committed, in that same transaction: a request that
+# dies after its write is then never run a second time. A request whose claim was
+# taken over (it ran past its lease) has its write rolled back instead.
+idempotency_claim: ContextVar[ClaimRef | None] = ContextVar("idempotency_claim", default=None)
 _IDEMPOTENCY_KEYS = cast(Table, IdempotencyKey.__table__)
 _MARK_COMMITTED = (
     update(_IDEMPOTENCY_KEYS)
-    .where(_IDEMPOTENCY_KEYS.c.id == bindparam("claim"))
+    .where(
+        _IDEMPOTENCY_KEYS.c.id == bindparam("claim"),
+        _IDEMPOTENCY_KEYS.c.claim_token == bindparam("token"),
+        _IDEMPOTENCY_KEYS.c.status.is_(None),
+    )
     .values(committed=True)
 )
+
+
+def _mark_committed(connection: Connection, claims: Sequence[ClaimRef]) -> None:
+    """Mark ``claims`` committed with the write; refuse the write if one is not ours.
+
+    Raises:
+        IdempotencyKeyInUse: another request took a claim over.
+    """
+    for claim in claims:
+        params = {"claim": claim.row_id, "token": claim.token}
+        if connection.execute(_MARK_COMMITTED, params).rowcount != 1:
+            raise IdempotencyKeyInUse(
+                "this request ran past its hold on the Idempotency-Key and another "
+                "request with the key took over; nothing was written by this one",
+                retry_after=1,
+            )
+
 
 # Tasks started by ``cancel_safe`` that are still running: held so they are not
 # garbage-collected, and awaited by ``Database.dispose`` before the pool closes.
@@ -212,7 +242,7 @@ class Database:
         """
         claim = idempotency_claim.get() if write else None
         if claim is not None:
-            work = _marking(work, [claim])
+            work = _marking(work, claim)
         try:
             if self._sync_engine is None:
                 return await self._run_async(work, write=write)
@@ -298,12 +328,12 @@ class Database:
         await self.engine.dispose()
 
 
-def _marking(work: Callable[[Connection], T], claims: list[str]) -> Callable[[Connection], T]:
-    """``work``, then marking ``claims`` committed in the same transaction."""
+def _marking(work: Callable[[Connection], T], claim: ClaimRef) -> Callable[[Connection], T]:
+    """``work``, then marking ``claim`` committed in the same transaction."""
 
     def marked(connection: Connection) -> T:
         result = work(connection)
-        connection.execute(_MARK_COMMITTED, [{"claim": claim} for claim in claims])
+        _mark_committed(connection, [claim])
         return result
 
     return marked
@@ -325,7 +355,7 @@ def _ensure_sqlite_directory(url: URL) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-_Pending = tuple[Item, "asyncio.Future[Result]", str | None]
+_Pending = tuple[Item, "asyncio.Future[Result]", ClaimRef | None]
 
 
 class _GroupCommit(Generic[Item, Result]):
@@ -368,13 +398,16 @@ class _GroupCommit(Generic[Item, Result]):
 
         def write(connection: Connection) -> list[Result | Exception]:
             results = self.writer(connection, items)
-            claims = [
-                {"claim": claim}
-                for (_, _, claim), result in zip(batch, results, strict=True)
-                if claim is not None and not isinstance(result, Exception)
-            ]
-            if claims:
-                connection.execute(_MARK_COMMITTED, claims)
+            # A claim that is not the request's own fails the whole batch; each item is
+            # then written alone, and only that one fails.
+            _mark_committed(
+                connection,
+                [
+                    claim
+                    for (_, _, claim), result in zip(batch, results, strict=True)
+                    if claim is not None and not isinstance(result, Exception)
+                ],
+            )
             return results
 
         try:

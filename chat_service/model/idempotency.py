@@ -15,18 +15,22 @@ class IdempotencyKey(Base):
     """One ``Idempotency-Key`` of one credential, from first use until it expires.
 
     ``id`` is a SHA-256 of the credential's scope and the key, so neither is stored.
-    A row is claimed (``status`` empty) while its request runs; the create's own
-    transaction sets ``committed``, so a request that died after writing is never run
-    again; ``status`` and ``response`` (encrypted with a key derived from the
-    Idempotency-Key itself: answers may hold secrets) are stored after it. ``lease_until``
-    is when another request may take over a claim whose request never committed.
+    A row is claimed (``status`` empty) by the request holding ``claim_token`` while it
+    runs; the create's own transaction sets ``committed``, so a request that died after
+    writing is never run again; ``status`` and ``response`` (compressed and encrypted
+    with a key derived from the Idempotency-Key itself: answers may hold secrets) are
+    stored after it. ``lease_until`` is when another request may take over a claim
+    whose request never committed, with a new token.
     """
 
     __tablename__ = "idempotency_keys"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
     fingerprint: Mapped[str] = mapped_column(String(64))
+    claim_token: Mapped[str] = mapped_column(String(32))
     committed: Mapped[bool]
     status: Mapped[int | None]
     response: Mapped[bytes | None] = mapped_column(LargeBinary)

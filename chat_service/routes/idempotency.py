@@ -17,7 +17,6 @@ from quart import Response, request
 from quart_schema import document_response
 
 from chat_service import metrics
-from chat_service.errors import Unavailable
 from chat_service.model import cancel_safe
 from chat_service.model.database import idempotency_claim
 from chat_service.routes.state import app_state
@@ -59,18 +58,10 @@ def idempotent(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def wrapper(*args: Any, principal: Principal, **kwargs: Any) -> Response:
-        key = request.headers.get(HEADER)
-        if key is None:
+        if HEADER not in request.headers:
             return await handler(*args, principal=principal, **kwargs)
-        idempotency.check_key(key)
-        data = kwargs.get("data")
-        body = data.model_dump_json() if isinstance(data, BaseModel) else ""
-        fingerprint = idempotency.fingerprint(request.method, request.path, body)
-        keys = app_state().idempotency
-        started = await keys.begin(principal, key, fingerprint)
-        if isinstance(started, idempotency.Answer):
-            return _replay(started)
-        return await _run(keys, started, handler, args, principal=principal, **kwargs)
+        key = idempotency.check_key(request.headers.getlist(HEADER))
+        return await _keyed(key, handler, args, principal=principal, **kwargs)
 
     setattr(wrapper, IDEMPOTENT_ATTRIBUTE, True)
     for status in (400, 409, 422):
@@ -78,20 +69,24 @@ def idempotent(handler: Handler) -> Handler:
     return wrapper
 
 
-# The request and the keeping of its answer go on if the client hangs up: its retry
-# then finds the answer instead of a claim that runs out.
+# The claim, the request and the keeping of its answer go on if the client hangs up:
+# its retry then finds the answer instead of a claim that runs out.
 @cancel_safe
-async def _run(
-    keys: idempotency.Idempotency,
-    claim: idempotency.Claim,
-    handler: Handler,
-    args: tuple[Any, ...],
-    **kwargs: Any,
+async def _keyed(
+    key: str, handler: Handler, args: tuple[Any, ...], *, principal: Principal, **kwargs: Any
 ) -> Response:
+    data = kwargs.get("data")
+    # Compared as validated: the same fields in another order are the same request.
+    body = data.model_dump_json() if isinstance(data, BaseModel) else ""
+    keys = app_state().idempotency
+    started = await keys.begin(principal, key, request.method, request.path, body)
+    if isinstance(started, idempotency.Answer):
+        return _replay(started)
+    claim = started
     # Every write transaction of this request marks the claim committed with it.
-    idempotency_claim.set(claim.id)
+    idempotency_claim.set(claim.ref)
     try:
-        response = await handler(*args, **kwargs)
+        response = await handler(*args, principal=principal, **kwargs)
     except BaseException:
         idempotency_claim.set(None)
         await _release(keys, claim)
@@ -106,18 +101,18 @@ async def _run(
     )
     try:
         await keys.finish(claim, answer)
-    except Unavailable:
+    except Exception:
         # The write is done and answered; a retry will say the answer was lost.
-        log.warning("the answer to an idempotent request could not be kept")
+        log.warning("the answer to an idempotent request could not be kept", exc_info=True)
     return response
 
 
 async def _release(keys: idempotency.Idempotency, claim: idempotency.Claim) -> None:
     try:
         await keys.release(claim)
-    except Unavailable:
+    except Exception:
         # The claim runs out at the end of its lease instead.
-        log.warning("an idempotency key could not be released")
+        log.warning("an idempotency key could not be released", exc_info=True)
 
 
 def _replay(answer: idempotency.Answer) -> Response:

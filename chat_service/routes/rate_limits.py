@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 from quart import Quart, Response, g, request, websocket
 
@@ -45,11 +46,13 @@ async def limit(principal: Principal, kind: RouteClass | None = None, *, ws: boo
     try:
         quota = await limiter.hit(kind or route_class(), caller(principal, address))
     except RateLimited as error:
-        if not ws:
-            g.rate_limit_quota = Quota(error.limit, 0, error.retry_after, error.policy)
         delay = min(state.settings.rate_limits.refusal_delay_seconds, error.retry_after)
         if delay > 0:
             await asyncio.sleep(delay)
+            # Counted from when the answer leaves, not from when the request came.
+            error.retry_after = max(0, math.ceil(error.retry_after - delay))
+        if not ws:
+            g.rate_limit_quota = Quota(error.limit, 0, error.retry_after, error.policy)
         raise
     if quota is not None and not ws:
         g.rate_limit_quota = quota

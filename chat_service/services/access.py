@@ -43,7 +43,8 @@ class Principal:
     """An authenticated caller.
 
     ``id`` is the agent's id (agents), the key's id (service keys), or None.
-    ``session_id`` is the one session a customer may use.
+    ``session_id`` is the one session a customer may use. ``credential`` names the
+    credential itself (``key:<id>``, ``jwt:<subject>``): one agent may hold several.
     """
 
     kind: Kind
@@ -52,6 +53,7 @@ class Principal:
     id: uuid.UUID | None = None
     role: Role | None = None
     session_id: uuid.UUID | None = None
+    credential: str = ""
 
     @property
     def is_customer(self) -> bool:

@@ -83,7 +83,13 @@ async def from_bearer(db: Database, token: str) -> Principal:
             raise Unauthenticated("the API key is not valid or has been revoked")
         scopes = frozenset(key.scopes.split())
         if key.agent_id is None:
-            return Principal(kind=Kind.SERVICE, tenant_id=key.tenant_id, scopes=scopes, id=key.id)
+            return Principal(
+                kind=Kind.SERVICE,
+                tenant_id=key.tenant_id,
+                scopes=scopes,
+                id=key.id,
+                credential=f"key:{key.id}",
+            )
         if not key.active:
             raise Unauthenticated("the agent of this API key is deactivated")
         role = Role(key.role)
@@ -93,6 +99,7 @@ async def from_bearer(db: Database, token: str) -> Principal:
             scopes=scopes & ROLE_SCOPES[role],
             id=key.agent_id,
             role=role,
+            credential=f"key:{key.id}",
         )
     raise Unauthenticated("the bearer token is not a token this service issued")
 
@@ -164,7 +171,12 @@ async def from_jwt(db: Database, identity: JwtIdentity) -> Principal:
         raise Unauthenticated("this agent is deactivated")
     agent_id = agent.id
     return Principal(
-        kind=Kind.AGENT, tenant_id=tenant_id, scopes=ROLE_SCOPES[role], id=agent_id, role=role
+        kind=Kind.AGENT,
+        tenant_id=tenant_id,
+        scopes=ROLE_SCOPES[role],
+        id=agent_id,
+        role=role,
+        credential=f"jwt:{identity.subject}",
     )
 
 

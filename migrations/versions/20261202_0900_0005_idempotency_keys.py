@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(64), nullable=False),
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("fingerprint", sa.String(64), nullable=False),
+        sa.Column("claim_token", sa.String(32), nullable=False),
         sa.Column("committed", sa.Boolean(), nullable=False),
         sa.Column("status", sa.Integer(), nullable=True),
         sa.Column("response", sa.LargeBinary(), nullable=True),
@@ -36,8 +37,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_keys")),
     )
     op.create_index(op.f("ix_idempotency_keys_expires_at"), "idempotency_keys", ["expires_at"])
+    op.create_index(op.f("ix_idempotency_keys_tenant_id"), "idempotency_keys", ["tenant_id"])
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_idempotency_keys_tenant_id"), table_name="idempotency_keys")
     op.drop_index(op.f("ix_idempotency_keys_expires_at"), table_name="idempotency_keys")
     op.drop_table("idempotency_keys")

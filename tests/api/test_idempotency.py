@@ -14,8 +14,8 @@ from sqlalchemy import text
 from chat_service.app import create_app
 from chat_service.errors import Unavailable
 from chat_service.routes.state import app_state
-from chat_service.services import idempotency
-from chat_service.services.access import local_principal
+from chat_service.services import api_keys, idempotency, messages
+from chat_service.services.access import Scope, local_principal
 from tests.api.access_world import AUTH_REQUIRED, bearer, build_world
 from tests.factories import create_session, problem_of
 from tests.support import load_test_settings
@@ -269,7 +269,9 @@ async def test_api_keys_and_tickets_are_replayed_with_their_secret_once_created(
     ).status_code == 200
 
 
-@pytest.mark.parametrize("settings_overrides", [{"idempotency": {"ttl_seconds": 0.3}}])
+@pytest.mark.parametrize(
+    "settings_overrides", [{"idempotency": {"ttl_seconds": 0.3, "lease_seconds": 0.3}}]
+)
 async def test_a_key_can_be_used_anew_once_it_has_expired(client: TestClientProtocol) -> None:
     session = await create_session(client)
     assert (await post_keyed(client, session["id"], "k-exp")).status_code == 201
@@ -282,20 +284,16 @@ async def test_a_key_can_be_used_anew_once_it_has_expired(client: TestClientProt
     assert (await messages_of(client, session["id"])).count("Where is it?") == 2
 
 
-async def _fingerprint_of(session_id: str, content: str) -> str:
-    body = f'{{"content":"{content}","author_type":"customer","visibility":"public"}}'
-    return idempotency.fingerprint("POST", f"/sessions/{session_id}/messages", body)
-
-
 @pytest.mark.parametrize("settings_overrides", [{"idempotency": {"lease_seconds": 0.3}}])
 async def test_a_request_that_died_before_writing_holds_its_key_for_the_lease_only(
     app: Quart, client: TestClientProtocol
 ) -> None:
     session = await create_session(client)
     keys = app_state(app).idempotency
-    fingerprint = await _fingerprint_of(session["id"], "Where is it?")
+    body = '{"content":"Where is it?","author_type":"customer","visibility":"public"}'
+    path = f"/sessions/{session['id']}/messages"
     # A request claimed the key, then its process died before it wrote anything.
-    claim = await keys.begin(local_principal(), "k-died", fingerprint)
+    claim = await keys.begin(local_principal(), "k-died", "POST", path, body)
     assert isinstance(claim, idempotency.Claim)
 
     during = await post_keyed(client, session["id"], "k-died")
@@ -361,3 +359,97 @@ async def test_the_key_is_documented_on_every_create(client: TestClientProtocol)
             assert documented == ((path, method) in creates), (path, method)
             if documented:
                 assert {"400", "409", "422"} <= set(operation["responses"])
+
+
+async def test_several_keys_in_one_request_answer_400(client: TestClientProtocol) -> None:
+    response = await client.post(
+        "/sessions", headers=[("Idempotency-Key", "one"), ("Idempotency-Key", "two")]
+    )
+
+    body = await problem_of(response, 400)
+    assert body["type"] == "urn:chat-service:problem:invalid-idempotency-key"
+
+
+@pytest.mark.parametrize("settings_overrides", [AUTH_REQUIRED])
+async def test_a_replay_goes_only_to_a_credential_with_the_same_rights(
+    app: Quart, client: TestClientProtocol
+) -> None:
+    world = await build_world(app, client)
+    db = app_state(app).db
+    agent = uuid.UUID(world.own_agent)
+    # Two personal keys of one agent: one may write, the other may only read.
+    tenant = await _acme(app)
+    keys = [
+        await api_keys.add_api_key(db, tenant, name=name, scopes=scopes, agent_id=agent)
+        for name, scopes in (
+            ("writer", [Scope.SESSIONS_READ, Scope.SESSIONS_WRITE]),
+            ("reader", [Scope.SESSIONS_READ]),
+        )
+    ]
+    writer, reader = (bearer(key.key or "") for key in keys)
+    path = f"/sessions/{world.own_session}/messages"
+    body = {"content": "from the writer"}
+
+    written = await client.post(path, json=body, headers={**writer, **keyed("same")})
+    by_reader = await client.post(path, json=body, headers={**reader, **keyed("same")})
+
+    assert written.status_code == 201
+    await problem_of(by_reader, 403)  # checked, never the writer's answer replayed
+
+
+async def _acme(app: Quart) -> uuid.UUID:
+    async with app_state(app).db.engine.connect() as connection:
+        tenant = await connection.scalar(text("SELECT id FROM tenants WHERE slug = 'acme'"))
+    return uuid.UUID(str(tenant))
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"idempotency": {"lease_seconds": 0.3, "ttl_seconds": 60}}]
+)
+async def test_a_request_that_ran_past_its_lease_cannot_write_after_a_retry_took_over(
+    client: TestClientProtocol, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = await create_session(client)
+    post_message = messages.post_message
+    calls = 0
+
+    async def slow_first(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(0.8)  # the first request stalls past its lease
+        return await post_message(*args, **kwargs)
+
+    monkeypatch.setattr(messages, "post_message", slow_first)
+    first = asyncio.ensure_future(post_keyed(client, session["id"], "k-slow"))
+    await asyncio.sleep(0.5)
+    retry = await post_keyed(client, session["id"], "k-slow")
+    stalled = await first
+
+    assert retry.status_code == 201
+    body = await problem_of(stalled, 409)
+    assert body["type"] == "urn:chat-service:problem:idempotency-key-in-use"
+    assert (await messages_of(client, session["id"])).count("Where is it?") == 1
+    replay = await post_keyed(client, session["id"], "k-slow")
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert await replay.get_data() == await retry.get_data()
+
+
+async def test_a_request_that_failed_after_writing_is_not_run_again(
+    client: TestClientProtocol, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = await create_session(client)
+
+    def read_fails(*_args: Any, **_kwargs: Any) -> Any:
+        raise Unavailable("the database is not available")
+
+    # The message commits; reading the session back for the answer fails (503).
+    monkeypatch.setattr(messages, "recent_messages", read_fails)
+    failed = await post_keyed(client, session["id"], "k-half")
+    monkeypatch.undo()
+    retry = await post_keyed(client, session["id"], "k-half")
+
+    await problem_of(failed, 503)
+    body = await problem_of(retry, 409)  # at once, not after the lease
+    assert body["type"] == "urn:chat-service:problem:idempotency-answer-lost"
+    assert (await messages_of(client, session["id"])).count("Where is it?") == 1

@@ -174,3 +174,29 @@ async def test_refusals_wait_while_other_callers_are_served_at_once(
     # The other customer was answered before any refusal, which each waited the delay.
     assert finished[0] == "other"
     assert elapsed >= 0.5
+
+
+PER_SECOND = {
+    "rate_limits": {
+        "enabled": True,
+        "strategy": "fixed-window",
+        "messages": "1/second",
+        "refusal_delay_seconds": 1.0,
+    }
+}
+
+
+@pytest.mark.parametrize("settings_overrides", [PER_SECOND])
+async def test_retry_after_counts_from_when_the_delayed_refusal_is_sent(
+    client: TestClientProtocol,
+) -> None:
+    session = await create_session(client)
+    assert (await post_as(client, session, "first")).status_code == 201
+
+    refused = await post_as(client, session, "too soon")
+    at_once = await post_as(client, session, "as Retry-After says")
+
+    await problem_of(refused, 429)
+    assert refused.headers["Retry-After"] == "0"
+    assert refused.headers["RateLimit-Reset"] == "0"
+    assert at_once.status_code == 201
