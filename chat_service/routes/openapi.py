@@ -1,7 +1,8 @@
 """The OpenAPI document, with what quart-schema cannot say by itself.
 
-Errors are served as ``application/problem+json``, and a route may answer one status
-with either of two bodies (``Prefer: return=minimal``).
+Errors are served as ``application/problem+json``; a route may answer one status with
+either of two bodies (``Prefer: return=minimal``), with no body at all (204) or with an
+event stream.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from chat_service.routes.auth import SECURITY_DESCRIPTION, SECURITY_SCHEME
 from chat_service.routes.state import app_state
 
 ALTERNATIVES_ATTRIBUTE = "_chat_service_alternative_responses"
+RESPONSES_ATTRIBUTE = "_chat_service_responses"
 F = TypeVar("F", bound=Callable[..., Any])
 _RULE_VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
@@ -34,8 +36,42 @@ def alternative_response(model: type[BaseModel], status: int) -> Callable[[F], F
     return decorator
 
 
+def empty_response(status: int, description: str) -> Callable[[F], F]:
+    """Document a ``status`` answer that has no body (``204 No Content``)."""
+    return _response(status, {"description": description})
+
+
+def event_stream_response(events: list[str], description: str) -> Callable[[F], F]:
+    """Document the 200 answer as a ``text/event-stream`` of the named ``events``.
+
+    Before OpenAPI 3.2, the schema of an event-stream media type describes one event:
+    its ``event`` name, its ``data`` (JSON text) and its ``id``.
+    """
+    event = {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"enum": events},
+            "data": {"type": "string", "contentMediaType": "application/json"},
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+        },
+    }
+    content = {"text/event-stream": {"schema": event}}
+    return _response(200, {"description": description, "content": content})
+
+
+def _response(status: int, response: dict[str, Any]) -> Callable[[F], F]:
+    def decorator(view: F) -> F:
+        setattr(
+            view, RESPONSES_ATTRIBUTE, {**getattr(view, RESPONSES_ATTRIBUTE, {}), status: response}
+        )
+        return view
+
+    return decorator
+
+
 class OpenAPIProvider(quart_schema.OpenAPIProvider):
-    """quart-schema's document, with problem media types and alternative bodies."""
+    """quart-schema's document, with what it cannot say by itself (see above)."""
 
     def schema(self) -> dict[str, Any]:
         """Build the document."""
@@ -68,6 +104,8 @@ class OpenAPIProvider(quart_schema.OpenAPIProvider):
                 operation = document["paths"][path][method.lower()]
                 for status, models in alternatives.items():
                     _add_alternatives(document, operation, status, models)
+                for status, response in getattr(view, RESPONSES_ATTRIBUTE, {}).items():
+                    operation["responses"][str(status)] = response
         return document
 
 

@@ -11,6 +11,7 @@ from quart_schema import document_response, tag_blueprint
 from chat_service.model import Priority, SessionStatus
 from chat_service.routes.auth import authenticated
 from chat_service.routes.bodies import json_body, page_limit, query_args
+from chat_service.routes.openapi import empty_response
 from chat_service.routes.problems import InvalidInput
 from chat_service.routes.responses import json_response, no_content
 from chat_service.routes.state import app_state
@@ -195,6 +196,7 @@ def _assignee(value: str | None, principal: Principal) -> uuid.UUID | None:
 @blueprint.post("/sessions/<uuid:session_id>/read")
 @authenticated
 @json_body(ReadMarker)
+@empty_response(204, "Recorded.")
 @document_response(Problem, 400)
 @document_response(Problem, 401)
 @document_response(Problem, 403)

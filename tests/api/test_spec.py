@@ -1,0 +1,49 @@
+"""The OpenAPI document says what the service does, so that clients and fuzzers can trust it.
+
+tests/test_fuzz.py checks the whole document against the running service; these tests
+pin what it needed said.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart.typing import TestClientProtocol
+
+
+async def spec_of(client: TestClientProtocol) -> dict[str, Any]:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    spec: dict[str, Any] = await response.get_json()
+    return spec
+
+
+def operations(spec: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (method.upper(), path): operation
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+    }
+
+
+async def test_answers_without_a_body_are_documented_as_204(client: TestClientProtocol) -> None:
+    found = operations(await spec_of(client))
+
+    empty = {key for key, operation in found.items() if "204" in operation["responses"]}
+
+    assert empty == {
+        ("POST", "/sessions/{session_id}/read"),
+        ("DELETE", "/sessions/{session_id}/messages/{message_id}"),
+        ("POST", "/sessions/{session_id}/typing"),
+        ("DELETE", "/api-keys/{key_id}"),
+    }
+    assert all("content" not in found[key]["responses"]["204"] for key in empty)
+
+
+async def test_live_streams_are_documented_as_event_streams(client: TestClientProtocol) -> None:
+    found = operations(await spec_of(client))
+
+    for path in ["/sessions/{session_id}/events", "/events"]:
+        content = found["GET", path]["responses"]["200"]["content"]
+        assert list(content) == ["text/event-stream"]
+        assert "message" in content["text/event-stream"]["schema"]["properties"]["event"]["enum"]
