@@ -20,6 +20,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from chat_service.config import LimitSettings
+from chat_service.routes.openapi import OPTIONAL_BODY_ATTRIBUTE
 from chat_service.routes.problems import InvalidInput
 from chat_service.routes.state import app_state
 
@@ -58,6 +59,7 @@ def json_body(model: type[M], *, optional: bool = False) -> Callable[[Handler], 
                     raise RequestSchemaValidationError(python_error) from None
             return await handler(*args, data=parsed, **kwargs)
 
+        setattr(wrapper, OPTIONAL_BODY_ATTRIBUTE, optional)
         return document_request(model, source=DataSource.JSON)(wrapper)
 
     return decorator

@@ -2,7 +2,9 @@
 
 Errors are served as ``application/problem+json``; a route may answer one status with
 either of two bodies (``Prefer: return=minimal``), with no body at all (204) or with an
-event stream.
+event stream; path ids are UUIDs; a JSON body is required unless the route says it is
+optional; and the bounds that come from the settings (page sizes, message length) are
+stated where the models cannot state them.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from typing import Any, TypeVar, cast
 import quart_schema
 from pydantic import BaseModel
 from quart import Quart
+from werkzeug.routing import BaseConverter, UUIDConverter
 
+from chat_service.config import LimitSettings
 from chat_service.routes.auth import SECURITY_DESCRIPTION, SECURITY_SCHEME
 from chat_service.routes.state import app_state
 
 ALTERNATIVES_ATTRIBUTE = "_chat_service_alternative_responses"
 RESPONSES_ATTRIBUTE = "_chat_service_responses"
+OPTIONAL_BODY_ATTRIBUTE = "_chat_service_optional_body"
 F = TypeVar("F", bound=Callable[..., Any])
 _RULE_VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
@@ -73,6 +78,13 @@ def _response(status: int, response: dict[str, Any]) -> Callable[[F], F]:
 class OpenAPIProvider(quart_schema.OpenAPIProvider):
     """quart-schema's document, with what it cannot say by itself (see above)."""
 
+    def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
+        """A path parameter; ids are UUIDs in their canonical form."""
+        parameter = super().build_path_parameter(name, converter)
+        if isinstance(converter, UUIDConverter):
+            parameter["schema"] = {"type": "string", "format": "uuid"}
+        return parameter
+
     def schema(self) -> dict[str, Any]:
         """Build the document."""
         document = super().schema()
@@ -82,7 +94,8 @@ class OpenAPIProvider(quart_schema.OpenAPIProvider):
                     content = response.get("content", {})
                     if int(status) >= 400 and "application/json" in content:
                         content["application/problem+json"] = content.pop("application/json")
-        required = app_state(cast(Quart, self._app)).settings.auth.required
+        settings = app_state(cast(Quart, self._app)).settings
+        required = settings.auth.required
         scheme = document["components"]["securitySchemes"][SECURITY_SCHEME]
         scheme["description"] = SECURITY_DESCRIPTION + (
             ""
@@ -106,7 +119,31 @@ class OpenAPIProvider(quart_schema.OpenAPIProvider):
                     _add_alternatives(document, operation, status, models)
                 for status, response in getattr(view, RESPONSES_ATTRIBUTE, {}).items():
                     operation["responses"][str(status)] = response
+                if "requestBody" in operation:
+                    optional = getattr(view, OPTIONAL_BODY_ATTRIBUTE, False)
+                    operation["requestBody"] = {
+                        **operation["requestBody"],
+                        "required": not optional,
+                    }
+                _add_bounds(operation, settings.limits)
         return document
+
+
+def _add_bounds(operation: dict[str, Any], limits: LimitSettings) -> None:
+    """The bounds the settings decide: page sizes and the length of a message."""
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] == "query" and parameter["name"] == "limit":
+            for choice in _choices(parameter["schema"]):
+                if choice.get("type") == "integer":
+                    choice.update(minimum=1, maximum=limits.page_size_max)
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+    content = body.get("schema", {}).get("properties", {}).get("content")
+    if content is not None:  # a message's text: NewMessage, MessageEdit
+        content["maxLength"] = limits.message_chars
+
+
+def _choices(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(schema.get("anyOf", [schema]))
 
 
 def _add_alternatives(

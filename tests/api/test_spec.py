@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from quart.typing import TestClientProtocol
 
 
@@ -47,3 +48,46 @@ async def test_live_streams_are_documented_as_event_streams(client: TestClientPr
         content = found["GET", path]["responses"]["200"]["content"]
         assert list(content) == ["text/event-stream"]
         assert "message" in content["text/event-stream"]["schema"]["properties"]["event"]["enum"]
+
+
+async def test_bodies_are_required_except_a_new_sessions(client: TestClientProtocol) -> None:
+    found = operations(await spec_of(client))
+
+    required = {
+        key: op["requestBody"]["required"] for key, op in found.items() if "requestBody" in op
+    }
+
+    assert [key for key, value in required.items() if not value] == [("POST", "/sessions")]
+    assert len(required) == 8
+
+
+async def test_path_ids_are_uuids(client: TestClientProtocol) -> None:
+    for operation in operations(await spec_of(client)).values():
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] == "path":
+                assert parameter["schema"] == {"type": "string", "format": "uuid"}
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"limits": {"page_size_default": 7, "page_size_max": 7, "message_chars": 5}}],
+)
+async def test_the_configured_limits_are_in_the_spec(client: TestClientProtocol) -> None:
+    found = operations(await spec_of(client))
+
+    limits = [
+        choice
+        for operation in found.values()
+        for parameter in operation.get("parameters", [])
+        if parameter["name"] == "limit"
+        for choice in parameter["schema"]["anyOf"]
+        if choice["type"] == "integer"
+    ]
+    assert len(limits) == 4
+    assert all((limit["minimum"], limit["maximum"]) == (1, 7) for limit in limits)
+    for key in [
+        ("POST", "/sessions/{session_id}/messages"),
+        ("PATCH", "/sessions/{session_id}/messages/{message_id}"),
+    ]:
+        body = found[key]["requestBody"]["content"]["application/json"]["schema"]
+        assert body["properties"]["content"]["maxLength"] == 5
