@@ -28,7 +28,12 @@ from quart_schema.validation import QuerystringValidationError
 from chat_service.errors import DomainError, InvalidField, Unavailable
 from chat_service.routes import messages as messages_routes
 from chat_service.routes import rate_limits
-from chat_service.routes.auth import SECURITY_SCHEME, authenticated, principal_from
+from chat_service.routes.auth import (
+    SECURITY_SCHEME,
+    TICKET_SCHEME,
+    authenticated,
+    principal_from,
+)
 from chat_service.routes.bodies import parse_query, query_args
 from chat_service.routes.openapi import empty_response, event_stream_response
 from chat_service.routes.problems import InvalidInput, problem_for
@@ -120,7 +125,7 @@ async def live_principal(ticket: str | None, authorization: str | None) -> Princ
 
 
 @blueprint.get("/sessions/<uuid:session_id>/events")
-@security_scheme([{SECURITY_SCHEME: []}])
+@security_scheme([{SECURITY_SCHEME: []}, {TICKET_SCHEME: []}])
 @query_args(SessionStreamQuery)
 @event_stream_response(
     ["message", "message.updated", "typing", "read", "close"], "The session's events."
@@ -158,7 +163,7 @@ async def session_events(session_id: uuid.UUID, query_args: SessionStreamQuery) 
 
 
 @blueprint.get("/events")
-@security_scheme([{SECURITY_SCHEME: []}])
+@security_scheme([{SECURITY_SCHEME: []}, {TICKET_SCHEME: []}])
 @query_args(TenantStreamQuery)
 @event_stream_response(["session", "message", "read", "resync", "close"], "The inbox's events.")
 @document_response(Problem, 401)

@@ -19,7 +19,12 @@ from quart import Quart
 from werkzeug.routing import BaseConverter, UUIDConverter
 
 from chat_service.config import LimitSettings
-from chat_service.routes.auth import SECURITY_DESCRIPTION, SECURITY_SCHEME
+from chat_service.routes.auth import (
+    SECURITY_DESCRIPTION,
+    SECURITY_SCHEME,
+    TICKET_DESCRIPTION,
+    TICKET_SCHEME,
+)
 from chat_service.routes.state import app_state
 
 ALTERNATIVES_ATTRIBUTE = "_chat_service_alternative_responses"
@@ -96,8 +101,9 @@ class OpenAPIProvider(quart_schema.OpenAPIProvider):
                         content["application/problem+json"] = content.pop("application/json")
         settings = app_state(cast(Quart, self._app)).settings
         required = settings.auth.required
-        scheme = document["components"]["securitySchemes"][SECURITY_SCHEME]
-        scheme["description"] = SECURITY_DESCRIPTION + (
+        schemes = document["components"]["securitySchemes"]
+        schemes[TICKET_SCHEME]["description"] = TICKET_DESCRIPTION
+        schemes[SECURITY_SCHEME]["description"] = SECURITY_DESCRIPTION + (
             ""
             if required
             else " Authentication is off: calls without a credential use "
@@ -126,6 +132,7 @@ class OpenAPIProvider(quart_schema.OpenAPIProvider):
                         "required": not optional,
                     }
                 _add_bounds(operation, settings.limits)
+                _drop_security_parameters(operation, schemes)
         return document
 
 
@@ -140,6 +147,25 @@ def _add_bounds(operation: dict[str, Any], limits: LimitSettings) -> None:
     content = body.get("schema", {}).get("properties", {}).get("content")
     if content is not None:  # a message's text: NewMessage, MessageEdit
         content["maxLength"] = limits.message_chars
+
+
+def _drop_security_parameters(operation: dict[str, Any], schemes: dict[str, Any]) -> None:
+    """Leave out the query parameters that the operation's security schemes name.
+
+    Such a parameter (the live streams' ``ticket``) is the scheme's, not one of its own.
+    """
+    named = {
+        schemes[name]["name"]
+        for requirement in operation.get("security", [])
+        for name in requirement
+        if schemes[name].get("in") == "query"
+    }
+    if named:
+        operation["parameters"] = [
+            parameter
+            for parameter in operation["parameters"]
+            if not (parameter["in"] == "query" and parameter["name"] in named)
+        ]
 
 
 def _choices(schema: dict[str, Any]) -> list[dict[str, Any]]:

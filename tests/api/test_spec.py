@@ -50,6 +50,22 @@ async def test_live_streams_are_documented_as_event_streams(client: TestClientPr
         assert "message" in content["text/event-stream"]["schema"]["properties"]["event"]["enum"]
 
 
+async def test_a_ticket_is_a_security_scheme_of_the_live_streams_only(
+    client: TestClientProtocol,
+) -> None:
+    spec = await spec_of(client)
+
+    ticket = spec["components"]["securitySchemes"]["ticket"]
+    assert (ticket["type"], ticket["in"], ticket["name"]) == ("apiKey", "query", "ticket")
+    for (method, path), operation in operations(spec).items():
+        live = path.endswith("/events")
+        assert ({"ticket": []} in operation.get("security", [])) == live, (method, path)
+        if live:
+            names = [parameter["name"] for parameter in operation["parameters"]]
+            assert "ticket" not in names  # the scheme's, not a parameter of its own
+            assert "after" in names
+
+
 async def test_bodies_are_required_except_a_new_sessions(client: TestClientProtocol) -> None:
     found = operations(await spec_of(client))
 
