@@ -6,10 +6,14 @@ pin what it needed said.
 
 from __future__ import annotations
 
+import re
+import sys
 from typing import Any
 
 import pytest
 from quart.typing import TestClientProtocol
+
+from chat_service.transport.messages import STORABLE_TEXT_PATTERN, WHITESPACE, storable_text
 
 
 async def spec_of(client: TestClientProtocol) -> dict[str, Any]:
@@ -107,3 +111,28 @@ async def test_the_configured_limits_are_in_the_spec(client: TestClientProtocol)
     ]:
         body = found[key]["requestBody"]["content"]["application/json"]["schema"]
         assert body["properties"]["content"]["maxLength"] == 5
+
+
+def test_whitespace_is_what_python_strips() -> None:
+    whitespace = re.compile(f"[{WHITESPACE}]")
+
+    differ = [
+        hex(code)
+        for code in range(sys.maxunicode + 1)
+        if bool(whitespace.fullmatch(chr(code))) != chr(code).isspace()
+    ]
+
+    assert differ == []
+
+
+@pytest.mark.parametrize(
+    "text", ["a", "  a\t", "\u3000x\u3000", "\x1c", " \n ", "\x85", "a\x00b", "\x00", "", "é"]
+)
+def test_the_documented_pattern_accepts_what_storable_text_does(text: str) -> None:
+    try:
+        storable_text(text)
+        accepted = True
+    except ValueError:
+        accepted = False
+
+    assert bool(re.fullmatch(STORABLE_TEXT_PATTERN, text)) == accepted
