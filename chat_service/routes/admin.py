@@ -11,6 +11,7 @@ from chat_service.model import Role
 from chat_service.routes.auth import authenticated
 from chat_service.routes.bodies import json_body, page_limit, query_args
 from chat_service.routes.idempotency import idempotent
+from chat_service.routes.openapi import empty_response
 from chat_service.routes.responses import json_response, no_content
 from chat_service.routes.state import app_state
 from chat_service.services import agents as agent_service
@@ -184,6 +185,7 @@ async def api_key(key_id: uuid.UUID, principal: Principal) -> Response:
 
 @blueprint.delete("/api-keys/<uuid:key_id>")
 @authenticated
+@empty_response(204, "Revoked (or revoked before).")
 @document_response(Problem, 401)
 @document_response(Problem, 403)
 @document_response(Problem, 404)

@@ -12,7 +12,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from quart import request
-from quart_schema import document_response, security_scheme
+from quart_schema import (
+    APIKeySecurityScheme,
+    HttpSecurityScheme,
+    document_response,
+    security_scheme,
+)
 
 from chat_service.errors import Unauthenticated
 from chat_service.routes import rate_limits
@@ -23,12 +28,21 @@ from chat_service.services.jwt_tokens import looks_like_jwt
 from chat_service.transport.problems import Problem
 
 SECURITY_SCHEME = "bearer"
-# The OpenAPI security scheme: Swagger UI's "Authorize" sends it on every call.
-SECURITY_SCHEMES = {SECURITY_SCHEME: {"type": "http", "scheme": "bearer"}}
+# Live streams also take a single-use ticket in the query instead (routes/live.py).
+TICKET_SCHEME = "ticket"
+# The OpenAPI security schemes: Swagger UI's "Authorize" sends them on every call.
+SECURITY_SCHEMES = {
+    SECURITY_SCHEME: HttpSecurityScheme(scheme="bearer"),
+    TICKET_SCHEME: APIKeySecurityScheme(name="ticket", in_="query"),
+}
 SECURITY_DESCRIPTION = (
     "One header for every kind of caller: a customer token (`cst_...`, from "
     "`POST /sessions`), an API key (`csk_...`, from `POST /api-keys` or `chat-service "
     "create-admin`) or the identity provider's JWT (agents and admins)."
+)
+TICKET_DESCRIPTION = (
+    "A single-use ticket from `POST /live/tickets`, for clients that cannot send an "
+    "`Authorization` header (a browser's `EventSource`)."
 )
 Handler = Callable[..., Awaitable[Any]]
 

@@ -14,14 +14,17 @@ from quart_schema import (
     RequestSchemaValidationError,
     document_querystring,
     document_request,
+    document_response,
 )
 from quart_schema.validation import QuerystringValidationError
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from chat_service.config import LimitSettings
+from chat_service.routes.openapi import OPTIONAL_BODY_ATTRIBUTE
 from chat_service.routes.problems import InvalidInput
 from chat_service.routes.state import app_state
+from chat_service.transport.problems import Problem
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[..., Awaitable[Any]]
@@ -31,9 +34,11 @@ def json_body(model: type[M], *, optional: bool = False) -> Callable[[Handler], 
     """Validate the JSON body against ``model`` and pass it to the handler as ``data``.
 
     Answers 415 for another media type, 413 above ``http.max_body_bytes`` (Quart checks
-    the declared length before reading and the running total while reading), 400 for
-    a body that is not UTF-8 or not JSON, and 422 naming each invalid field. With
-    ``optional``, an empty body means ``{}``.
+    the declared length before reading and the running total while reading), 408 when
+    the body does not arrive within ``http.body_timeout_seconds``, 400 for a body that
+    is not UTF-8 or not JSON, and 422 naming each invalid field. With ``optional``, an
+    empty body means ``{}``. Routes document these problems; this documents the 408,
+    which only reading a body can give.
     """
 
     def decorator(handler: Handler) -> Handler:
@@ -58,7 +63,9 @@ def json_body(model: type[M], *, optional: bool = False) -> Callable[[Handler], 
                     raise RequestSchemaValidationError(python_error) from None
             return await handler(*args, data=parsed, **kwargs)
 
-        return document_request(model, source=DataSource.JSON)(wrapper)
+        setattr(wrapper, OPTIONAL_BODY_ATTRIBUTE, optional)
+        documented = document_response(Problem, 408)(wrapper)
+        return document_request(model, source=DataSource.JSON)(documented)
 
     return decorator
 

@@ -30,9 +30,15 @@ from chat_service import metrics
 from chat_service.errors import DomainError, InvalidField, Unavailable
 from chat_service.routes import messages as messages_routes
 from chat_service.routes import rate_limits
-from chat_service.routes.auth import SECURITY_SCHEME, authenticated, principal_from
+from chat_service.routes.auth import (
+    SECURITY_SCHEME,
+    TICKET_SCHEME,
+    authenticated,
+    principal_from,
+)
 from chat_service.routes.bodies import parse_query, query_args
 from chat_service.routes.idempotency import idempotent
+from chat_service.routes.openapi import empty_response, event_stream_response
 from chat_service.routes.problems import InvalidInput, problem_for
 from chat_service.routes.responses import json_response, no_content
 from chat_service.routes.state import app_state
@@ -123,8 +129,11 @@ async def live_principal(ticket: str | None, authorization: str | None) -> Princ
 
 
 @blueprint.get("/sessions/<uuid:session_id>/events")
-@security_scheme([{SECURITY_SCHEME: []}])
+@security_scheme([{SECURITY_SCHEME: []}, {TICKET_SCHEME: []}])
 @query_args(SessionStreamQuery)
+@event_stream_response(
+    ["message", "message.updated", "typing", "read", "close"], "The session's events."
+)
 @document_response(Problem, 401)
 @document_response(Problem, 403)
 @document_response(Problem, 404)
@@ -158,8 +167,9 @@ async def session_events(session_id: uuid.UUID, query_args: SessionStreamQuery) 
 
 
 @blueprint.get("/events")
-@security_scheme([{SECURITY_SCHEME: []}])
+@security_scheme([{SECURITY_SCHEME: []}, {TICKET_SCHEME: []}])
 @query_args(TenantStreamQuery)
+@event_stream_response(["session", "message", "read", "resync", "close"], "The inbox's events.")
 @document_response(Problem, 401)
 @document_response(Problem, 403)
 @document_response(Problem, 422)
@@ -505,6 +515,7 @@ def _problem(status: int, detail: str) -> dict[str, Any]:
 
 @blueprint.post("/sessions/<uuid:session_id>/typing")
 @authenticated
+@empty_response(204, "Passed on to the streams, or dropped (see above).")
 @document_response(Problem, 401)
 @document_response(Problem, 403)
 @document_response(Problem, 404)

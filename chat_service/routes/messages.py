@@ -11,7 +11,7 @@ from chat_service.model import AuthorType, Visibility
 from chat_service.routes.auth import authenticated
 from chat_service.routes.bodies import json_body, page_limit, query_args
 from chat_service.routes.idempotency import idempotent
-from chat_service.routes.openapi import alternative_response
+from chat_service.routes.openapi import alternative_response, empty_response
 from chat_service.routes.preferences import prefers_minimal
 from chat_service.routes.problems import InvalidInput
 from chat_service.routes.responses import json_response, no_content
@@ -197,6 +197,7 @@ async def edit_message(
 
 @blueprint.delete("/sessions/<uuid:session_id>/messages/<uuid:message_id>")
 @authenticated
+@empty_response(204, "Deleted (or deleted before).")
 @document_response(Problem, 401)
 @document_response(Problem, 403)
 @document_response(Problem, 404)

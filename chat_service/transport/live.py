@@ -54,6 +54,7 @@ class SessionStreamQuery(_StreamQuery):
     after: int | None = Field(
         default=None,
         ge=0,
+        le=999_999_999,  # whole_number: at most 9 digits
         description="Replay every event after this `seq`, then go live (0: the whole "
         "history). Without it (and without `Last-Event-ID`) the stream starts now.",
     )
@@ -70,6 +71,7 @@ class TenantStreamQuery(_StreamQuery):
     after: int | None = Field(
         default=None,
         ge=0,
+        le=9_999_999_999_999_999_999,  # _position: at most 19 digits
         description="The `id` of the last event seen: first replays the sessions changed "
         "since then (as `session` events), then goes live.",
     )

@@ -7,11 +7,25 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
 AuthorTypeName = Literal["customer", "service_agent"]
 VisibilityName = Literal["public", "internal"]
+# What str.isspace() calls whitespace (and strip() removes), spelled out: in a JSON Schema
+# pattern, \s would mean ECMA-262's whitespace, and Rust's and Python's are each different.
+WHITESPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# The text storable_text accepts: no NUL, and at least one character that is not whitespace.
+STORABLE_TEXT_PATTERN = rf"^[^\x00]*[^\x00{WHITESPACE}][^\x00]*$"
 
 
 def storable_text(value: str) -> str:
@@ -26,6 +40,28 @@ def storable_text(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
     return value
+
+
+class DocumentedPattern:
+    """Annotation: the JSON Schema ``pattern`` of a string that a validator checks.
+
+    The validator gives the client a clearer message than a failed pattern would.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema["pattern"] = self.pattern
+        return schema
+
+
+StorableText = Annotated[
+    str, AfterValidator(storable_text), DocumentedPattern(STORABLE_TEXT_PATTERN)
+]
 
 
 def within_limit(value: str, info: ValidationInfo) -> str:
@@ -45,7 +81,7 @@ class NewMessage(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    content: Annotated[str, AfterValidator(storable_text)] = Field(
+    content: StorableText = Field(
         min_length=1,
         description="The text of the message: not blank, no NUL, at most "
         "`limits.message_chars` characters (10 000 by default).",
@@ -68,7 +104,7 @@ class MessageEdit(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    content: Annotated[str, AfterValidator(storable_text)] = Field(
+    content: StorableText = Field(
         min_length=1, description="The new text, under the same rules as a new message."
     )
 

@@ -15,16 +15,24 @@ from pydantic import (
     field_validator,
 )
 
-from chat_service.transport.messages import storable_text
+from chat_service.transport.messages import (
+    STORABLE_TEXT_PATTERN,
+    WHITESPACE,
+    DocumentedPattern,
+    storable_text,
+)
 
+# 1 to 200 characters as sent, not blank; stored without the whitespace around them.
 Name = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    StringConstraints(min_length=1, max_length=200),
     AfterValidator(storable_text),
+    DocumentedPattern(STORABLE_TEXT_PATTERN),
+    AfterValidator(str.strip),
 ]
 Email = Annotated[
     str,
-    StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}$"),
+    StringConstraints(pattern=rf"^[^@\x00{WHITESPACE}]{{1,64}}@[^@\x00{WHITESPACE}]{{1,255}}$"),
     AfterValidator(storable_text),
 ]
 RoleName = Literal["agent", "admin"]

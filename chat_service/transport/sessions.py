@@ -6,9 +6,22 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
-from chat_service.transport.messages import MessageOut, PageQuery, storable_text
+from chat_service.transport.messages import (
+    STORABLE_TEXT_PATTERN,
+    DocumentedPattern,
+    MessageOut,
+    PageQuery,
+    storable_text,
+)
 
 
 class NewSession(BaseModel):
@@ -60,6 +73,12 @@ class SessionOut(BaseModel):
 
 
 Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+SearchText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200),
+    AfterValidator(storable_text),
+    DocumentedPattern(STORABLE_TEXT_PATTERN),
+]
 
 
 class SessionPatch(BaseModel):
@@ -105,25 +124,19 @@ class InboxQuery(PageQuery):
     )
     assignee: str | None = Field(
         default=None,
-        pattern=r"^(me|none|[0-9a-fA-F-]{32,36})$",
+        pattern=r"^(me|none|[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+        r"[0-9a-fA-F]{12})$",
         description="An agent's id, `me` (the calling agent) or `none` (unassigned).",
     )
     priority: Literal["low", "normal", "high", "urgent"] | None = Field(
         default=None, description="Only cases of this priority."
     )
     tag: Tag | None = Field(default=None, description="Only cases with this tag.")
-    q: str | None = Field(
+    q: SearchText | None = Field(
         default=None,
-        min_length=1,
-        max_length=200,
         description="Text to look for in the cases' messages, ignoring case (on SQLite, "
         "for the letters A to Z only).",
     )
-
-    @field_validator("q")
-    @classmethod
-    def _storable(cls, value: str | None) -> str | None:
-        return None if value is None else storable_text(value)
 
 
 class InboxItemOut(BaseModel):

@@ -7,10 +7,12 @@ import json
 from typing import Any
 
 import pytest
+from quart import Quart
 from quart.typing import TestClientProtocol
 from sqlalchemy import text
 
 from chat_service.routes.state import app_state
+from tests.api.access_world import AUTH_REQUIRED, build_world
 from tests.factories import JSON, create_session, post_message, problem_of
 
 LONG = "x" * 10_001
@@ -230,3 +232,46 @@ async def test_wrong_method_is_405_problem(client: TestClientProtocol) -> None:
 
     await problem_of(response, 405)
     assert "POST" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [
+        ({"name": " "}, "#/name"),
+        ({"name": "\x1c"}, "#/name"),  # whitespace to Python, which strips names
+        ({"name": " " + "x" * 200}, "#/name"),  # the length is counted as sent
+        ({"name": "Ada", "email": "ada\x1c@acme.test"}, "#/email"),
+        ({"name": "Ada", "email": "ada\x85@acme.test"}, "#/email"),
+    ],
+)
+@pytest.mark.parametrize("settings_overrides", [AUTH_REQUIRED])
+async def test_invalid_agent_is_422_naming_the_field(
+    app: Quart, client: TestClientProtocol, body: dict[str, Any], pointer: str
+) -> None:
+    admin = (await build_world(app, client)).headers["admin"]
+
+    response = await client.post("/agents", json=body, headers=admin)
+
+    assert [e["pointer"] for e in (await problem_of(response, 422))["errors"]] == [pointer]
+
+
+@pytest.mark.parametrize("settings_overrides", [AUTH_REQUIRED])
+async def test_agent_name_is_stored_without_the_whitespace_around_it(
+    app: Quart, client: TestClientProtocol
+) -> None:
+    admin = (await build_world(app, client)).headers["admin"]
+
+    response = await client.post("/agents", json={"name": "\u3000 Ada\x1c\t"}, headers=admin)
+
+    assert response.status_code == 201
+    agent = await (await client.get(response.headers["Location"], headers=admin)).get_json()
+    assert agent["name"] == "Ada"
+
+
+@pytest.mark.parametrize("assignee", ["0" * 10 + "-" + "0" * 22, "-" * 4 + "0" * 28, "x" * 32])
+async def test_inbox_assignee_that_is_not_a_uuid_is_422(
+    client: TestClientProtocol, assignee: str
+) -> None:
+    response = await client.get(f"/sessions?assignee={assignee}")
+
+    assert (await problem_of(response, 422))["errors"][0]["parameter"] == "assignee"
