@@ -264,9 +264,10 @@ class RateLimitSettings:
     refusal_delay_seconds: float = ts.option(
         default=1.0,
         validator=attrs.validators.ge(0),
-        help="How long a refused request waits before its 429 (at most its Retry-After): "
-        "a caller flooding over many connections is slowed to one request per connection "
-        "this often instead of taking the worker's time from everyone else. 0: at once.",
+        help="How long a refused request waits before its 429 (half to all of it, at most "
+        "its Retry-After): a caller flooding over many connections is slowed to about one "
+        "request per connection this often instead of taking the worker's time from "
+        "everyone else. 0: at once.",
     )
 
 

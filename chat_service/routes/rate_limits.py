@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 
 from quart import Quart, Response, g, request, websocket
 
@@ -29,11 +30,12 @@ def route_class() -> RouteClass:
 async def limit(principal: Principal, kind: RouteClass | None = None, *, ws: bool = False) -> None:
     """Count the current request (or WebSocket frame) against the caller's limits.
 
-    A refused request (or frame) is answered after ``rate_limits.refusal_delay_seconds``
-    (at most its Retry-After): a client that sends the next request as soon as it has
-    an answer, over however many connections, then gets one refusal per connection per
-    delay, and a flood costs the worker next to nothing; a WebSocket's next frames wait
-    behind it.
+    A refused request (or frame) is answered after half to all of
+    ``rate_limits.refusal_delay_seconds`` (at most its Retry-After): a client that sends
+    the next request as soon as it has an answer, over however many connections, then
+    gets about one refusal per connection per delay, and a flood costs the worker next
+    to nothing; a WebSocket's next frames wait behind it. The spread keeps a flood's
+    connections from coming back all at once.
 
     Raises:
         RateLimited: the caller is above a limit of the class.
@@ -47,6 +49,7 @@ async def limit(principal: Principal, kind: RouteClass | None = None, *, ws: boo
         quota = await limiter.hit(kind or route_class(), caller(principal, address))
     except RateLimited as error:
         delay = min(state.settings.rate_limits.refusal_delay_seconds, error.retry_after)
+        delay *= jitter()
         if delay > 0:
             await asyncio.sleep(delay)
             # Counted from when the answer leaves, not from when the request came.
@@ -56,6 +59,11 @@ async def limit(principal: Principal, kind: RouteClass | None = None, *, ws: boo
         raise
     if quota is not None and not ws:
         g.rate_limit_quota = quota
+
+
+def jitter() -> float:
+    """The share of the refusal delay this refusal waits: half to all of it."""
+    return random.uniform(0.5, 1.0)  # noqa: S311 - spreading load, not a secret
 
 
 def register(app: Quart) -> None:
