@@ -25,6 +25,7 @@ from chat_service.routes.state import app_state
 from chat_service.services import credentials
 from chat_service.services.access import Principal, local_principal
 from chat_service.services.jwt_tokens import looks_like_jwt
+from chat_service.services.rate_limits import RouteClass
 from chat_service.transport.problems import Problem
 
 SECURITY_SCHEME = "bearer"
@@ -52,12 +53,28 @@ def authenticated(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        principal = await current_principal()
+        try:
+            principal = await current_principal()
+        except Unauthenticated:
+            await count_failure()
+            raise
         await rate_limits.limit(principal)
         return await handler(*args, principal=principal, **kwargs)
 
     documented = document_response(Problem, 429)(wrapper)
     return security_scheme([{SECURITY_SCHEME: []}])(documented)
+
+
+async def count_failure(kind: RouteClass | None = None, *, ws: bool = False) -> None:
+    """Count a refused credential against the client's address, like an anonymous call.
+
+    Guessing tokens then runs into the address's limits (429, after the refusal
+    delay) instead of getting a fresh 401 as fast as it asks.
+
+    Raises:
+        RateLimited: the address is above a limit of the class.
+    """
+    await rate_limits.limit(local_principal(), kind, ws=ws)
 
 
 async def current_principal() -> Principal:

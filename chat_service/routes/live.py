@@ -27,13 +27,14 @@ from quart_schema.validation import QuerystringValidationError
 from werkzeug.datastructures import Headers
 
 from chat_service import metrics
-from chat_service.errors import DomainError, InvalidField, Unavailable
+from chat_service.errors import DomainError, InvalidField, Unauthenticated, Unavailable
 from chat_service.routes import messages as messages_routes
 from chat_service.routes import rate_limits
 from chat_service.routes.auth import (
     SECURITY_SCHEME,
     TICKET_SCHEME,
     authenticated,
+    count_failure,
     principal_from,
 )
 from chat_service.routes.bodies import parse_query, query_args
@@ -114,15 +115,24 @@ async def create_ticket(principal: Principal) -> Response:
     return json_response(body, 201, {"Cache-Control": "no-store"})
 
 
-async def live_principal(ticket: str | None, authorization: str | None) -> Principal:
+async def live_principal(
+    ticket: str | None, authorization: str | None, *, ws: bool = False
+) -> Principal:
     """The caller of a live stream: by ticket, else by its ``Authorization`` header.
+
+    A refused one counts against the client's address, as in ``authenticated``.
 
     Raises:
         Unauthenticated: a bad ticket, or as ``current_principal``.
+        RateLimited: refused credentials from this address are above its limits.
     """
-    if ticket is not None:
-        return await tickets.redeem_ticket(app_state().db, ticket)
-    return await principal_from(authorization)
+    try:
+        if ticket is not None:
+            return await tickets.redeem_ticket(app_state().db, ticket)
+        return await principal_from(authorization)
+    except Unauthenticated:
+        await count_failure(RouteClass.READS, ws=ws)
+        raise
 
 
 # -- Server-Sent Events ------------------------------------------------------------------
@@ -305,7 +315,9 @@ async def session_live(session_id: uuid.UUID) -> None:
     state = app_state()
     try:
         query = parse_query(SessionStreamQuery, websocket.args)
-        principal = await live_principal(query.ticket, websocket.headers.get("Authorization"))
+        principal = await live_principal(
+            query.ticket, websocket.headers.get("Authorization"), ws=True
+        )
         await rate_limits.limit(principal, RouteClass.READS, ws=True)
         stream = state.live.session_events(principal, session_id, after=query.after)
     except Exception as error:
@@ -320,7 +332,9 @@ async def tenant_live() -> None:
     state = app_state()
     try:
         query = parse_query(TenantStreamQuery, websocket.args)
-        principal = await live_principal(query.ticket, websocket.headers.get("Authorization"))
+        principal = await live_principal(
+            query.ticket, websocket.headers.get("Authorization"), ws=True
+        )
         await rate_limits.limit(principal, RouteClass.READS, ws=True)
         stream = state.live.tenant_events(principal, after=query.after)
     except Exception as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
@@ -203,3 +204,21 @@ async def test_retry_after_counts_from_when_the_delayed_refusal_is_sent(
     assert refused.headers["Retry-After"] == "0"
     assert refused.headers["RateLimit-Reset"] == "0"
     assert at_once.status_code == 201
+
+
+async def test_refused_credentials_count_against_the_address(
+    client: TestClientProtocol,
+) -> None:
+    async def guess(address: str, path: str = "/sessions") -> int:
+        response = await client.get(
+            path, headers=bearer("cst_guessed"), scope_base={"client": (address, 40000)}
+        )
+        return int(response.status_code)
+
+    guesses = [await guess("192.0.2.7") for _ in range(6)]
+    streams = [await guess("192.0.2.9", f"/sessions/{uuid.uuid4()}/events") for _ in range(6)]
+    elsewhere = await guess("192.0.2.8")
+
+    assert guesses == [401] * 5 + [429]
+    assert streams == [401] * 5 + [429]
+    assert elsewhere == 401
