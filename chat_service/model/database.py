@@ -9,15 +9,15 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, cast
+from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar
 
-from sqlalchemy import Table, bindparam, create_engine, event, exc, inspect, make_url, text, update
+from sqlalchemy import create_engine, event, exc, inspect, make_url, text, update
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat_service import metrics
 from chat_service.errors import IdempotencyKeyInUse, Unavailable
-from chat_service.model.idempotency import IdempotencyKey
+from chat_service.model.idempotency import HELD_BY_REQUEST, IDEMPOTENCY_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +50,7 @@ class ClaimRef(NamedTuple):
 # dies after its write is then never run a second time. A request whose claim was
 # taken over (it ran past its lease) has its write rolled back instead.
 idempotency_claim: ContextVar[ClaimRef | None] = ContextVar("idempotency_claim", default=None)
-_IDEMPOTENCY_KEYS = cast(Table, IdempotencyKey.__table__)
-_MARK_COMMITTED = (
-    update(_IDEMPOTENCY_KEYS)
-    .where(
-        _IDEMPOTENCY_KEYS.c.id == bindparam("claim"),
-        _IDEMPOTENCY_KEYS.c.claim_token == bindparam("token"),
-        _IDEMPOTENCY_KEYS.c.status.is_(None),
-    )
-    .values(committed=True)
-)
+_MARK_COMMITTED = update(IDEMPOTENCY_KEYS).where(HELD_BY_REQUEST).values(committed=True)
 
 
 def _mark_committed(connection: Connection, claims: Sequence[ClaimRef]) -> None:
@@ -69,7 +60,7 @@ def _mark_committed(connection: Connection, claims: Sequence[ClaimRef]) -> None:
         IdempotencyKeyInUse: another request took a claim over.
     """
     for claim in claims:
-        params = {"claim": claim.row_id, "token": claim.token}
+        params = {"row_id": claim.row_id, "token": claim.token}
         if connection.execute(_MARK_COMMITTED, params).rowcount != 1:
             raise IdempotencyKeyInUse(
                 "this request ran past its hold on the Idempotency-Key and another "
@@ -259,13 +250,14 @@ class Database:
             # that happens in the writer thread, off the event loop.
             return await loop.run_in_executor(self._threads, self._run_sync, work, True)
         except Exception as error:
-            if isinstance(error, exc.DBAPIError) and not _unavailable(error):
-                # The driver's exception, chained under SQLAlchemy's, may quote row values
-                # (PostgreSQL's DETAIL: "Failing row contains (...)"), and a traceback in
-                # the logs shows the whole chain: chat text must not get there that way.
-                # SQLAlchemy's own message names the driver's error without the values.
-                raise error from None
             if not _unavailable(error):
+                if isinstance(error, exc.DBAPIError):
+                    # The driver's exception, chained under SQLAlchemy's, may quote row
+                    # values (PostgreSQL's DETAIL: "Failing row contains (...)"), and a
+                    # traceback in the logs shows the whole chain: chat text must not get
+                    # there that way. SQLAlchemy's own message names the driver's error
+                    # without the values.
+                    raise error from None
                 raise
             log.warning("database unavailable: %s", type(error).__name__)
             raise Unavailable("the database is not available; try again shortly") from None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import ForeignKey, LargeBinary, String
+from sqlalchemy import ForeignKey, LargeBinary, String, Table, and_, bindparam
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chat_service.model.base import Base
@@ -36,3 +37,13 @@ class IdempotencyKey(Base):
     response: Mapped[bytes | None] = mapped_column(LargeBinary)
     lease_until: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+IDEMPOTENCY_KEYS = cast(Table, IdempotencyKey.__table__)
+# The row ``row_id`` is still held by the request with ``token``, and not answered yet:
+# only then may that request mark it, answer it or let it go.
+HELD_BY_REQUEST = and_(
+    IDEMPOTENCY_KEYS.c.id == bindparam("row_id"),
+    IDEMPOTENCY_KEYS.c.claim_token == bindparam("token"),
+    IDEMPOTENCY_KEYS.c.status.is_(None),
+)

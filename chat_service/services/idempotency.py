@@ -38,12 +38,12 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Connection, Table, and_, bindparam, delete, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from chat_service.errors import (
@@ -52,14 +52,15 @@ from chat_service.errors import (
     IdempotencyKeyReused,
     InvalidIdempotencyKey,
 )
-from chat_service.model import Database, IdempotencyKey, utc_now
+from chat_service.model import Database, utc_now
 from chat_service.model.database import ClaimRef
+from chat_service.model.idempotency import HELD_BY_REQUEST, IDEMPOTENCY_KEYS
 from chat_service.services.access import Principal
 
 KEY_MAX_CHARS = 255
 # Visible ASCII and spaces: what a header value can carry unchanged everywhere.
 _KEY = re.compile(rf"[\x20-\x7e]{{1,{KEY_MAX_CHARS}}}")
-_KEYS = cast(Table, IdempotencyKey.__table__)
+_KEYS = IDEMPOTENCY_KEYS
 _NONCE_BYTES = 12
 # Expired keys of every caller are deleted at most this often by each process.
 _PURGE_SECONDS = 60.0
@@ -93,20 +94,15 @@ _TAKE_OVER = (
     .values(claim_token=bindparam("new_token"), lease_until=bindparam("lease_until"))
     .returning(_KEYS.c.id)
 )
-_HELD = and_(
-    _KEYS.c.id == bindparam("row_id"),
-    _KEYS.c.claim_token == bindparam("token"),
-    _KEYS.c.status.is_(None),
-)
 _FINISH = (
     update(_KEYS)
-    .where(_HELD)
+    .where(HELD_BY_REQUEST)
     .values(committed=True, status=bindparam("status"), response=bindparam("response"))
 )
 # A failed request leaves nothing behind, unless its write did commit: then its
 # retries learn at once that the answer is lost, rather than waiting out the lease.
-_RELEASE = delete(_KEYS).where(_HELD, _KEYS.c.committed.is_(False))
-_GIVE_UP = update(_KEYS).where(_HELD).values(lease_until=bindparam("now"))
+_RELEASE = delete(_KEYS).where(HELD_BY_REQUEST, _KEYS.c.committed.is_(False))
+_GIVE_UP = update(_KEYS).where(HELD_BY_REQUEST).values(lease_until=bindparam("now"))
 
 
 @dataclass(frozen=True, slots=True)
