@@ -107,15 +107,6 @@ IDEMPOTENT_REPLAYS = Counter(
 
 for _transport in ("sse", "websocket"):
     LIVE_CONNECTIONS.labels(transport=_transport)
-# The routes that take an Idempotency-Key: their series exist (at 0) from the start.
-for _route in (
-    "/sessions",
-    "/sessions/<uuid:session_id>/messages",
-    "/agents",
-    "/api-keys",
-    "/live/tickets",
-):
-    IDEMPOTENT_REPLAYS.labels(route=_route)
 
 
 def exposition(accept: str) -> tuple[bytes, str]:

@@ -9,6 +9,7 @@ from chat_service.routes import (
     admin,
     health,
     hooks,
+    idempotency,
     live,
     messages,
     metrics,
@@ -29,3 +30,4 @@ def register(app: Quart) -> None:
     rate_limits.register(app)
     for module in (health, sessions, messages, live, admin, metrics):
         app.register_blueprint(module.blueprint)
+    idempotency.register(app)

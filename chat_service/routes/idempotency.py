@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel
-from quart import Response, request
+from quart import Quart, Response, request
 from quart_schema import document_response
 
 from chat_service import metrics
@@ -113,6 +113,13 @@ async def _release(keys: idempotency.Idempotency, claim: idempotency.Claim) -> N
     except Exception:
         # The claim runs out at the end of its lease instead.
         log.warning("an idempotency key could not be released", exc_info=True)
+
+
+def register(app: Quart) -> None:
+    """Start the replay count of every route that takes a key at 0 (after its blueprint)."""
+    for rule in app.url_map.iter_rules():
+        if getattr(app.view_functions[rule.endpoint], IDEMPOTENT_ATTRIBUTE, False):
+            metrics.IDEMPOTENT_REPLAYS.labels(route=rule.rule)
 
 
 def _replay(answer: idempotency.Answer) -> Response:
