@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -520,9 +521,16 @@ FANOUT_CATEGORIES = (
 )
 
 
-def breakdown(folded: Path) -> None:
-    """Share of the event-loop thread's samples per part of the fan-out path."""
-    shares: dict[str, int] = {}
+def breakdown(
+    folded: Path,
+    categories: tuple[tuple[str, tuple[str, ...]], ...] = FANOUT_CATEGORIES,
+    other: str = "event loop and other",
+) -> dict[str, float]:
+    """Share of the event-loop thread's samples per part of the path, printed.
+
+    A stack counts for the first of ``categories`` with a marker in it, else ``other``.
+    """
+    shares: collections.Counter[str] = collections.Counter()
     total = 0
     for line in folded.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -530,13 +538,13 @@ def breakdown(folded: Path) -> None:
             continue  # another thread
         total += int(count_text)
         name = next(
-            (name for name, markers in FANOUT_CATEGORIES if any(m in stack for m in markers)),
-            "event loop and other",
+            (name for name, markers in categories if any(m in stack for m in markers)), other
         )
-        shares[name] = shares.get(name, 0) + int(count_text)
+        shares[name] += int(count_text)
     print(f"-- event-loop thread, {total} samples --")
-    for name, count in sorted(shares.items(), key=lambda item: -item[1]):
+    for name, count in shares.most_common():
         print(f"{100 * count / max(total, 1):5.1f}%  {name}")
+    return {name: round(count / max(total, 1), 3) for name, count in shares.most_common()}
 
 
 # --- the matrix ---------------------------------------------------------------------
@@ -706,8 +714,8 @@ def line_of(record: dict[str, Any]) -> str:
     return (
         f"  {record['setup']:13} {record['stream']:7} {record['transport']:3} "
         f"n={record['subscribers']:<5} held {record['connections_held']:<5} "
-        f"{record['rate']:g}/s p50 {_ms(record['p50_ms'])} p99 {_ms(record['p99_ms'])} "
-        f"max {_ms(record['max_ms'])} ms "
+        f"{record['rate']:g}/s p50 {ms_text(record['p50_ms'])} p99 {ms_text(record['p99_ms'])} "
+        f"max {ms_text(record['max_ms'])} ms "
         f"delivered {record['delivered']}/{record['expected']} "
         f"RSS {record['rss_idle_mb']}→{record['rss_open_mb']}→{record['rss_end_mb']} MB "
         f"cpu {record['cpu_server']:.2f}/{record['cpu_clients']:.2f}/{record['cpu_other']:.2f}"
@@ -729,7 +737,7 @@ def _baseline(runs: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]
     return None
 
 
-def _ms(value: float | None) -> str:
+def ms_text(value: float | None) -> str:
     return "–" if value is None or value != value else f"{value:.1f}"  # nan: no samples
 
 
@@ -748,7 +756,7 @@ def goals(runs: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
             f"{_count(run['subscribers'])} subscribers, {run['rate']:g} msg/s: "
             f"p99 ≤ {limit:.0f} ms"
         )
-        checks.append((name, f"{_ms(run['p99_ms'])} ms", run["p99_ms"] <= limit))
+        checks.append((name, f"{ms_text(run['p99_ms'])} ms", run["p99_ms"] <= limit))
     for stream in STREAMS:
         chosen = [run for run in runs if run["stream"] == stream]
         if not chosen:
@@ -828,30 +836,39 @@ def markdown(records: list[dict[str, Any]], minutes: float) -> str:
             delivered = f"**{delivered}**"
         lines.append(
             f"| {run['setup']} | {run['stream']} | {run['transport'].upper()} "
-            f"| {_count(run['subscribers'])} | {run['rate']:g} | {_ms(run['p50_ms'])} "
-            f"| {_ms(run['p90_ms'])} | {_ms(run['p99_ms'])} | {_ms(run['max_ms'])} | {ratio} "
-            f"| {_ms(run['post_p99_ms'])} | {delivered} | {run['connections_held']} "
+            f"| {_count(run['subscribers'])} | {run['rate']:g} | {ms_text(run['p50_ms'])} "
+            f"| {ms_text(run['p90_ms'])} | {ms_text(run['p99_ms'])} "
+            f"| {ms_text(run['max_ms'])} | {ratio} "
+            f"| {ms_text(run['post_p99_ms'])} | {delivered} | {run['connections_held']} "
             f"| {run['rss_idle_mb']:.0f} → {run['rss_open_mb']:.0f} → {run['rss_end_mb']:.0f} "
             f"| {run['kb_per_connection'] if run['kb_per_connection'] is not None else '–'} "
             f"| {cpu_server} / {run['cpu_clients']:.2f} / {run['cpu_other']:.2f} "
-            f"| {_ms(run['cpu_us_per_delivery'])} |"
+            f"| {ms_text(run['cpu_us_per_delivery'])} |"
         )
     lines += ["", "Setups:", ""]
     lines += [f"- `{name}`: {setup.label}" for name, setup in SETUPS.items()]
     return "\n".join(lines) + "\n"
 
 
-def publish(text: str, results: Path, docs: Path) -> None:
-    """Replace the block between the fan-out markers of docs/benchmarks.md, and copy
-    the raw results to docs/benchmarks/fanout.jsonl."""
+def publish(
+    text: str,
+    results: Path,
+    docs: Path,
+    *,
+    begin: str = BEGIN,
+    end: str = END,
+    raw_name: str = "fanout.jsonl",
+) -> None:
+    """Replace the block between ``begin`` and ``end`` in docs/benchmarks.md, and copy
+    the raw results to docs/benchmarks/``raw_name``."""
     page = docs / "benchmarks.md"
     content = page.read_text()
-    if BEGIN not in content or END not in content:
-        raise SystemExit(f"{page} has no fan-out markers: add\n{BEGIN}\n{END}")
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
-    page.write_text(pattern.sub(lambda _match: f"{BEGIN}\n{text}\n{END}", content))
+    if begin not in content or end not in content:
+        raise SystemExit(f"{page} has no markers for {raw_name}: add\n{begin}\n{end}")
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
+    page.write_text(pattern.sub(lambda _match: f"{begin}\n{text}\n{end}", content))
     (docs / "benchmarks").mkdir(exist_ok=True)
-    shutil.copyfile(results, docs / "benchmarks" / "fanout.jsonl")
+    shutil.copyfile(results, docs / "benchmarks" / raw_name)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ import contextlib
 import http.client
 import json
 import os
-import re
 import resource
 import shlex
 import shutil
@@ -53,7 +52,7 @@ from typing import Any
 
 import httpx
 
-from bench.fanout import machine, percentile, profile_server
+from bench.fanout import breakdown, machine, ms_text, percentile, profile_server, publish
 from bench.profile import summarize as print_hottest
 from bench.run import (
     DEFAULT_POSTGRES,
@@ -369,26 +368,6 @@ FLOOD_CATEGORIES = (
 )
 
 
-def breakdown(folded: Path) -> dict[str, float]:
-    """Share of the event-loop thread's samples per part of a request's handling."""
-    shares: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in folded.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if "_run_module_as_main" not in stack:
-            continue  # another thread
-        total += int(count_text)
-        name = next(
-            (name for name, markers in FLOOD_CATEGORIES if any(m in stack for m in markers)),
-            "the event loop and the rest",
-        )
-        shares[name] += int(count_text)
-    print(f"-- event-loop thread, {total} samples --")
-    for name, count in shares.most_common():
-        print(f"{100 * count / max(total, 1):5.1f}%  {name}")
-    return {name: round(count / max(total, 1), 3) for name, count in shares.most_common()}
-
-
 def summarize(backend: str, phases: list[dict[str, Any]]) -> dict[str, Any]:
     """The baseline (the victims-alone phases together) and each phase's ratios to it."""
     pooled = sorted(
@@ -436,10 +415,6 @@ def line_of(record: dict[str, Any]) -> str:
 
 
 # --- the report -------------------------------------------------------------------------
-
-
-def _ms(value: float | None) -> str:
-    return "–" if value is None or value != value else f"{value:.1f}"
 
 
 def _times(value: float | None) -> str:
@@ -497,8 +472,9 @@ def markdown(records: list[dict[str, Any]], minutes: float) -> str:
             "",
             f"#### {LABELS[backend]}",
             "",
-            f"Baseline: {summary['baseline_posts']} posts, p50 "
-            f"{_ms(summary['baseline_p50_ms'])} ms, p99 {_ms(summary['baseline_p99_ms'])} ms.",
+            f"Baseline: {summary['baseline_posts']} posts, "
+            f"p50 {ms_text(summary['baseline_p50_ms'])} ms, "
+            f"p99 {ms_text(summary['baseline_p99_ms'])} ms.",
             "",
             "| phase | rate limits | victim posts | p50 | p90 | p99 | max | p50 × base "
             "| p99 × base | victims' 429 / errors | flood 201/s / 429/s | flood other "
@@ -524,8 +500,8 @@ def markdown(records: list[dict[str, Any]], minutes: float) -> str:
             lines.append(
                 f"| {run['phase']} | {'on' if run['rate_limits'] else 'off'} "
                 f"| {run['posts']} ({run['late_sends']} late) "
-                f"| {_ms(run['p50_ms'])} | {_ms(run['p90_ms'])} | {_ms(run['p99_ms'])} "
-                f"| {_ms(run['max_ms'])} | {_times(ratios['p50'])} | {_times(ratios['p99'])} "
+                f"| {ms_text(run['p50_ms'])} | {ms_text(run['p90_ms'])} | {ms_text(run['p99_ms'])} "
+                f"| {ms_text(run['max_ms'])} | {_times(ratios['p50'])} | {_times(ratios['p99'])} "
                 f"| {f'**{refused}**' if bad else refused} "
                 f"| {flood} | {other} "
                 f"| {run['cpu_server']:.2f} / {run['cpu_flooder']:.2f} / "
@@ -548,8 +524,8 @@ def findings(summary: dict[str, Any], runs: list[dict[str, Any]]) -> str:
         sentences.append(
             f"{how}, the flooder had {_rate(flooder['accepted_per_s'])} messages/s accepted "
             f"and {_rate(flooder['refused_per_s'])}/s refused, the worker used "
-            f"{run['cpu_server']:.2f} cores, and the victims' p50 was {_ms(run['p50_ms'])} ms "
-            f"({_times(ratios['p50'])} × the baseline), their p99 {_ms(run['p99_ms'])} ms "
+            f"{run['cpu_server']:.2f} cores, and the victims' p50 was {ms_text(run['p50_ms'])} ms "
+            f"({_times(ratios['p50'])} × the baseline), their p99 {ms_text(run['p99_ms'])} ms "
             f"({_times(ratios['p99'])} ×)."
         )
     refused, errors = summary["victims_refused"], summary["victims_errors"]
@@ -558,22 +534,6 @@ def findings(summary: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     else:
         sentences.append("The victims got no 429 and no error in any phase.")
     return " ".join(sentences)
-
-
-def publish(text: str, results: Path, docs: Path) -> None:
-    """Replace the block between the flood markers of docs/benchmarks.md, and copy the
-    raw results to docs/benchmarks/flood.jsonl."""
-    page = docs / "benchmarks.md"
-    content = page.read_text()
-    if BEGIN not in content or END not in content:
-        raise SystemExit(f"{page} has no flood markers: add\n{BEGIN}\n{END}")
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
-    page.write_text(pattern.sub(lambda _match: f"{BEGIN}\n{text}\n{END}", content))
-    (docs / "benchmarks").mkdir(exist_ok=True)
-    shutil.copyfile(results, docs / "benchmarks" / "flood.jsonl")
-
-
-# --- main -------------------------------------------------------------------------------
 
 
 def wrk_version() -> str:
@@ -673,7 +633,9 @@ def main(argv: list[str] | None = None) -> int:
                     record = run_phase(backend, url, phase, options, workdir)
                     if record["profile"]:
                         print_hottest(Path(record["profile"]), 25)
-                        record["profile_shares"] = breakdown(Path(record["profile"]))
+                        record["profile_shares"] = breakdown(
+                            Path(record["profile"]), FLOOD_CATEGORIES, "the event loop and the rest"
+                        )
                     phases.append(record)
                     with results.open("a") as file:
                         file.write(json.dumps(record) + "\n")
@@ -688,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(records, minutes)
     (args.out / "flood.md").write_text(text)
     if args.publish:
-        publish(text, results, ROOT / "docs")
+        publish(text, results, ROOT / "docs", begin=BEGIN, end=END, raw_name="flood.jsonl")
     print(text)
     print(f"done in {minutes:.1f} min: {args.out / 'flood.md'}")
     return 0
