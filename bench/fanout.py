@@ -408,11 +408,16 @@ def run_one(
     transport: str,
     subscribers: int,
     rate: float,
+    direct: bool,
     options: Options,
     workdir: Path,
 ) -> dict[str, Any]:
     setup = SETUPS[setup_name]
-    env = {"CHAT_SERVICE_DATABASE_URL": database_url, "CHAT_SERVICE_HTTP_WORKERS": "1"}
+    env = {
+        "CHAT_SERVICE_DATABASE_URL": database_url,
+        "CHAT_SERVICE_HTTP_WORKERS": "1",
+        "CHAT_SERVICE_LIVE_DIRECT_WRITES": "true" if direct else "false",
+    }
     with contextlib.ExitStack() as stack:
         hub = stack.enter_context(serve("chat_service", env, "/health/ready", workdir / "a.log"))
         poster = hub
@@ -442,6 +447,7 @@ def run_one(
         started = time.monotonic()
         recorder = None
         name = f"{setup_name}-{stream}-{transport}-{subscribers}-{rate:g}"
+        name += "" if direct else "-asgi"
         folded = options.out / f"fanout-profile-{name}.folded"
         if options.profile:
             recorder = profile_server(pid, options.duration, folded)
@@ -466,6 +472,7 @@ def run_one(
         "processes": setup.processes,
         "stream": stream,
         "transport": transport,
+        "direct_writes": direct,
         "subscribers": subscribers,
         "opened": opened["opened"],
         "failed_to_open": opened["failed"],
@@ -500,7 +507,12 @@ def run_one(
 # in the stack, in this order.
 FANOUT_CATEGORIES = (
     (
-        "socket writes (StreamWriter.write: send(), loopback delivery included)",
+        "events written straight to the connections (live_sinks: send(), loopback "
+        "delivery included)",
+        ("_ChunkedSink.write", "_WebSocketSink.write"),
+    ),
+    (
+        "socket writes through ASGI (StreamWriter.write: send(), loopback delivery included)",
         ("StreamWriter.write",),
     ),
     (
@@ -550,14 +562,18 @@ def breakdown(
 # --- the matrix ---------------------------------------------------------------------
 
 
-def plan_runs(args: argparse.Namespace) -> list[tuple[str, str, int, float]]:
-    """(stream, transport, subscribers, rate) of each run of a setup."""
+def plan_runs(args: argparse.Namespace) -> list[tuple[str, str, int, float, bool]]:
+    """(stream, transport, subscribers, rate, direct writes) of each run of a setup."""
     runs = []
     for stream in args.streams:
-        runs += [(stream, "sse", n, args.rate) for n in args.subscribers]
-        runs += [(stream, "ws", n, args.rate) for n in args.ws_subscribers]
+        runs += [(stream, "sse", n, args.rate, True) for n in args.subscribers]
+        runs += [(stream, "ws", n, args.rate, True) for n in args.ws_subscribers]
         if args.slow_rate and args.subscribers:
-            runs.append((stream, "sse", max(args.subscribers), args.slow_rate))
+            runs.append((stream, "sse", max(args.subscribers), args.slow_rate, True))
+        for n in args.asgi_subscribers:
+            runs.append((stream, "sse", n, args.rate, False))
+            if args.ws_subscribers:
+                runs.append((stream, "ws", n, args.rate, False))
     return runs
 
 
@@ -607,6 +623,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ws-subscribers", default="1000", help="WebSocket subscriber counts ('' for none)"
     )
+    parser.add_argument(
+        "--asgi-subscribers",
+        default="1000",
+        help="subscriber counts also measured with live.direct_writes = false, every event "
+        "through ASGI: the baseline of the `× ASGI` column (SSE, and WebSocket if any; '' "
+        "for none)",
+    )
     parser.add_argument("--rate", type=float, default=10.0, help="messages per second")
     parser.add_argument(
         "--slow-rate",
@@ -651,7 +674,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("streams are session and tenant")
     args.subscribers = counts(args.subscribers)
     args.ws_subscribers = counts(args.ws_subscribers)
-    most = max([*args.subscribers, *args.ws_subscribers, 1])
+    args.asgi_subscribers = counts(args.asgi_subscribers)
+    most = max([*args.subscribers, *args.ws_subscribers, *args.asgi_subscribers, 1])
     # The servers are started from here and inherit the limit.
     limit = raise_open_files(most + 1024)
     if limit < most + 64:
@@ -688,11 +712,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     for setup in args.setups:
         print(SETUPS[setup].label, flush=True)
-        for stream, transport, subscribers, rate in plan_runs(args):
+        for stream, transport, subscribers, rate, direct in plan_runs(args):
             # A fresh database each time: a tenant stream shows every session of the
             # tenant that changed lately, earlier runs' sessions included.
             with fresh_database(SETUPS[setup].backend, args.postgres_url, workdir) as url:
-                record = run_one(setup, url, stream, transport, subscribers, rate, options, workdir)
+                record = run_one(
+                    setup, url, stream, transport, subscribers, rate, direct, options, workdir
+                )
             records.append(record)
             with results.open("a") as file:
                 file.write(json.dumps(record) + "\n")
@@ -713,6 +739,7 @@ def main(argv: list[str] | None = None) -> int:
 def line_of(record: dict[str, Any]) -> str:
     return (
         f"  {record['setup']:13} {record['stream']:7} {record['transport']:3} "
+        f"{'' if record.get('direct_writes', True) else '(ASGI) '}"
         f"n={record['subscribers']:<5} held {record['connections_held']:<5} "
         f"{record['rate']:g}/s p50 {ms_text(record['p50_ms'])} p99 {ms_text(record['p99_ms'])} "
         f"max {ms_text(record['max_ms'])} ms "
@@ -737,6 +764,19 @@ def _baseline(runs: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]
     return None
 
 
+def _through_asgi(runs: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any] | None:
+    """The run like ``run`` with every event sent through ASGI, if it was measured."""
+    if not run.get("direct_writes", True):
+        return None
+    for other in runs:
+        if not other.get("direct_writes", True) and all(
+            other[key] == run[key]
+            for key in ("setup", "stream", "transport", "subscribers", "rate")
+        ):
+            return other
+    return None
+
+
 def ms_text(value: float | None) -> str:
     return "–" if value is None or value != value else f"{value:.1f}"  # nan: no samples
 
@@ -748,8 +788,8 @@ def _count(value: int) -> str:
 def goals(runs: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
     checks = []
     for run in runs:
-        if run["subscribers"] != GOAL_SUBSCRIBERS:
-            continue
+        if run["subscribers"] != GOAL_SUBSCRIBERS or not run.get("direct_writes", True):
+            continue  # (the runs through ASGI are baselines)
         limit = GOAL_ONE_PROCESS_MS if run["processes"] == 1 else GOAL_TWO_PROCESSES_MS
         name = (
             f"{SETUPS[run['setup']].label}, {run['stream']} stream, {run['transport'].upper()}, "
@@ -808,8 +848,13 @@ def markdown(records: list[dict[str, Any]], minutes: float) -> str:
         "",
         "#### All runs",
         "",
+        "Writes: `direct`, the default, where an event goes straight to each waiting "
+        "connection; `ASGI`, with `live.direct_writes = false`, where every event goes "
+        "through the connection's task, Quart and Hypercorn's send path (the only path "
+        "before 2026-12-02). "
         "Latency: commit to delivery per (message, subscriber), in ms. `× base`: p99 over "
-        "the p99 of the 1-subscriber SSE run of the same setup and stream. POST p99: the "
+        "the p99 of the 1-subscriber SSE run of the same setup and stream. `× ASGI`: p99 "
+        "and server CPU per delivery over those of the same run through ASGI. POST p99: the "
         "poster's answers. Delivered: (message, subscriber) pairs received of those "
         "expected. Held: established connections on the subscribers' server once they "
         "were open. RSS: that server process idle → with the subscribers → at the end, "
@@ -820,14 +865,22 @@ def markdown(records: list[dict[str, Any]], minutes: float) -> str:
         "(messages × subscribers); a tenant stream sends two events per message (the "
         "message, then the session's state).",
         "",
-        "| setup | stream | transport | subscribers | msg/s | p50 | p90 | p99 | max "
-        "| × base | POST p99 | delivered | held | RSS MB | KB / conn. "
+        "| setup | stream | transport | writes | subscribers | msg/s | p50 | p90 | p99 | max "
+        "| × base | × ASGI (p99, CPU) | POST p99 | delivered | held | RSS MB | KB / conn. "
         "| CPU server / clients / other | server CPU µs / delivery |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---|---:|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---|---:|---|---:|",
     ]
     for run in runs:
         base = _baseline(runs, run)
         ratio = f"{run['p99_ms'] / base['p99_ms']:.1f}" if base and base["p99_ms"] else "–"
+        asgi = _through_asgi(runs, run)
+        versus = "–"
+        if asgi and asgi["p99_ms"] and asgi["cpu_us_per_delivery"] and run["cpu_us_per_delivery"]:
+            versus = (
+                f"{run['p99_ms'] / asgi['p99_ms']:.2f}, "
+                f"{run['cpu_us_per_delivery'] / asgi['cpu_us_per_delivery']:.2f}"
+            )
+        writes = "direct" if run.get("direct_writes", True) else "ASGI"
         cpu_server = f"{run['cpu_server']:.2f}"
         if run["cpu_poster_server"] is not None:
             cpu_server += f" + {run['cpu_poster_server']:.2f}"
@@ -835,10 +888,10 @@ def markdown(records: list[dict[str, Any]], minutes: float) -> str:
         if run["missing"] or run["duplicates"] or run["out_of_order"]:
             delivered = f"**{delivered}**"
         lines.append(
-            f"| {run['setup']} | {run['stream']} | {run['transport'].upper()} "
+            f"| {run['setup']} | {run['stream']} | {run['transport'].upper()} | {writes} "
             f"| {_count(run['subscribers'])} | {run['rate']:g} | {ms_text(run['p50_ms'])} "
             f"| {ms_text(run['p90_ms'])} | {ms_text(run['p99_ms'])} "
-            f"| {ms_text(run['max_ms'])} | {ratio} "
+            f"| {ms_text(run['max_ms'])} | {ratio} | {versus} "
             f"| {ms_text(run['post_p99_ms'])} | {delivered} | {run['connections_held']} "
             f"| {run['rss_idle_mb']:.0f} → {run['rss_open_mb']:.0f} → {run['rss_end_mb']:.0f} "
             f"| {run['kb_per_connection'] if run['kb_per_connection'] is not None else '–'} "

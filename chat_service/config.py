@@ -194,6 +194,12 @@ class LiveSettings:
         validator=_positive,
         help="Events one connection may have waiting; beyond that it is closed and resumes.",
     )
+    direct_writes: bool = ts.option(
+        default=True,
+        help="Write an event straight to each connection waiting for one, rather than "
+        "through the ASGI send: HTTP/1.1 under Hypercorn, and WebSockets without "
+        "per-message deflate. false: every event goes through ASGI (slower).",
+    )
     ticket_seconds: float = ts.option(
         default=30.0, validator=_positive, help="How long a live ticket may be used."
     )

@@ -188,9 +188,15 @@ class WsClient:
 
 
 @contextlib.asynccontextmanager
-async def ws(server: LiveServer, path: str, **headers: str) -> AsyncIterator[WsClient]:
+async def ws(
+    server: LiveServer, path: str, *, deflate: bool = False, **headers: str
+) -> AsyncIterator[WsClient]:
+    """Open a WebSocket; ``deflate``: offer per-message deflate, as browsers do."""
     async with websockets.connect(
-        server.ws_url + path, additional_headers=headers, open_timeout=EVENT_SECONDS
+        server.ws_url + path,
+        additional_headers=headers,
+        open_timeout=EVENT_SECONDS,
+        compression="deflate" if deflate else None,
     ) as connection:
         yield WsClient(connection)
 

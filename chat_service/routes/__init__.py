@@ -11,6 +11,7 @@ from chat_service.routes import (
     hooks,
     idempotency,
     live,
+    live_sinks,
     messages,
     metrics,
     problems,
@@ -31,3 +32,4 @@ def register(app: Quart) -> None:
     for module in (health, sessions, messages, live, admin, metrics):
         app.register_blueprint(module.blueprint)
     idempotency.register(app)
+    live_sinks.register(app)

@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,8 +28,8 @@ from werkzeug.datastructures import Headers
 
 from chat_service import metrics
 from chat_service.errors import DomainError, InvalidField, Unauthenticated, Unavailable
+from chat_service.routes import live_sinks, rate_limits
 from chat_service.routes import messages as messages_routes
-from chat_service.routes import rate_limits
 from chat_service.routes.auth import (
     SECURITY_SCHEME,
     TICKET_SCHEME,
@@ -50,6 +50,7 @@ from chat_service.services.live import (
     CloseReason,
     LiveEvent,
     SessionState,
+    Sink,
     StreamClosed,
 )
 from chat_service.services.rate_limits import RouteClass
@@ -167,7 +168,8 @@ async def session_events(session_id: uuid.UUID, query_args: SessionStreamQuery) 
     after = query_args.after if resumed is None else resumed
     principal = await live_principal(query_args.ticket, request.headers.get("Authorization"))
     await rate_limits.limit(principal, RouteClass.READS)
-    stream = state.live.session_events(principal, session_id, after=after)
+    sink = _sink(live_sinks.event_stream_sink, sse_chunk)
+    stream = state.live.session_events(principal, session_id, after=after, sink=sink)
     try:
         return await _event_stream(stream)
     except InvalidField as error:
@@ -200,8 +202,15 @@ async def tenant_events(query_args: TenantStreamQuery) -> Response:
     after = query_args.after if after is None else after
     principal = await live_principal(query_args.ticket, request.headers.get("Authorization"))
     await rate_limits.limit(principal, RouteClass.READS)
-    stream = state.live.tenant_events(principal, after=after)
+    sink = _sink(live_sinks.event_stream_sink, sse_chunk)
+    stream = state.live.tenant_events(principal, after=after, sink=sink)
     return await _event_stream(stream)
+
+
+def _sink(
+    make: Callable[[live_sinks.Encode], Sink | None], encode: live_sinks.Encode
+) -> Sink | None:
+    return make(encode) if app_state().settings.live.direct_writes else None
 
 
 def _last_event_id() -> int | None:
@@ -263,6 +272,38 @@ def sse_frame(event: LiveEvent) -> bytes:
     return frame
 
 
+def sse_chunk(events: Sequence[LiveEvent]) -> bytes:
+    """The events as one chunk of a chunked response, encoded once per hand-out."""
+    return _encoded_once(events, "sse-chunk", _sse_chunk)
+
+
+def _sse_chunk(events: Sequence[LiveEvent]) -> bytes:
+    return live_sinks.http_chunk(b"".join(map(sse_frame, events)))
+
+
+def ws_frames(events: Sequence[LiveEvent]) -> bytes:
+    """The events as WebSocket text frames on the wire, encoded once per hand-out."""
+    return _encoded_once(events, "ws-wire", _ws_frames)
+
+
+def _ws_frames(events: Sequence[LiveEvent]) -> bytes:
+    return b"".join(live_sinks.websocket_text_frame(ws_frame(e).encode()) for e in events)
+
+
+def _encoded_once(
+    events: Sequence[LiveEvent], kind: str, encode: Callable[[Sequence[LiveEvent]], bytes]
+) -> bytes:
+    # Kept by the first event, under the identities of them all: subscribers that get
+    # the same events (all of a hand-out, or all but the internal notes) share it. The
+    # events are alive as long as the hand-out, the only time a sink writes them.
+    key = kind if len(events) == 1 else (kind, *map(id, events))
+    cache = events[0].cache
+    encoded: bytes | None = cache.get(key)
+    if encoded is None:
+        encoded = cache[key] = encode(events)
+    return encoded
+
+
 def ws_frame(event: LiveEvent) -> str:
     """The event as a WebSocket text frame (encoded once, whoever receives it)."""
     frame: str | None = event.cache.get("ws")
@@ -319,7 +360,8 @@ async def session_live(session_id: uuid.UUID) -> None:
             query.ticket, websocket.headers.get("Authorization"), ws=True
         )
         await rate_limits.limit(principal, RouteClass.READS, ws=True)
-        stream = state.live.session_events(principal, session_id, after=query.after)
+        sink = _sink(live_sinks.websocket_sink, ws_frames)
+        stream = state.live.session_events(principal, session_id, after=query.after, sink=sink)
     except Exception as error:
         await _refuse(error)
         return
@@ -336,7 +378,8 @@ async def tenant_live() -> None:
             query.ticket, websocket.headers.get("Authorization"), ws=True
         )
         await rate_limits.limit(principal, RouteClass.READS, ws=True)
-        stream = state.live.tenant_events(principal, after=query.after)
+        sink = _sink(live_sinks.websocket_sink, ws_frames)
+        stream = state.live.tenant_events(principal, after=query.after, sink=sink)
     except Exception as error:
         await _refuse(error)
         return

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, func, select
 
@@ -119,36 +119,89 @@ class LiveEvent:
     cache: dict[Any, Any] = field(default_factory=dict)
 
 
+class Sink(Protocol):
+    """A connection that can take a subscriber's events at once, without its task.
+
+    Handing an event to a thousand waiting tasks costs a task switch and the web
+    server's send path for each; a sink writes it to the connection there and then.
+    """
+
+    def write(self, events: Sequence[LiveEvent]) -> bool:
+        """Write ``events`` now, in one piece; False when it cannot (backed up, or gone)."""
+        ...
+
+
 class Subscription:
     """One live connection's queue of events: bounded, closed when it overflows.
 
     Waking a waiting connection costs one future: a thousand of them wake for every
     message. Heartbeats come from the hub's ticker (``due``), not from a timer per
-    wait.
+    wait. With a ``sink``, the events that come while the stream waits with nothing
+    queued are written straight to the connection (``direct``); once a write is
+    refused (the client is slow), they queue for the stream's task as before.
+    ``cursor``: the last seq the stream has sent, for streams that skip a message
+    they already sent (None: no such check).
     """
 
-    __slots__ = ("active", "closed", "due", "events", "limit", "loop", "staff", "waiter")
+    __slots__ = (
+        "active",
+        "closed",
+        "cursor",
+        "direct",
+        "due",
+        "events",
+        "limit",
+        "loop",
+        "sink",
+        "staff",
+        "waiter",
+    )
 
-    def __init__(self, *, staff: bool, limit: int) -> None:
+    def __init__(self, *, staff: bool, limit: int, sink: Sink | None = None) -> None:
         self.staff = staff
         self.limit = limit
+        self.sink = sink
         self.events: collections.deque[LiveEvent] = collections.deque()
         self.loop = asyncio.get_running_loop()
         self.waiter: asyncio.Future[None] | None = None
         self.closed: CloseReason | None = None
         self.active = False  # an event came since the ticker's last look
         self.due = False  # a heartbeat is due
+        self.direct = False  # the stream waits with nothing queued: write to the sink
+        self.cursor: int | None = None
 
-    def offer(self, event: LiveEvent) -> None:
-        """Queue ``event`` if this subscriber may see it; close when the queue is full."""
-        if self.closed is not None or (event.internal and not self.staff):
+    def offer(self, events: Sequence[LiveEvent]) -> None:
+        """Take the ``events`` this subscriber may see: write them, or queue them.
+
+        Closes the stream when its queue is full.
+        """
+        if self.closed is not None:
             return
-        if len(self.events) >= self.limit:
-            self.close(CloseReason.OVERFLOW)
+        cursor = self.cursor
+        kept = []
+        for event in events:
+            if event.internal and not self.staff:
+                continue
+            if cursor is not None and event.kind is EventKind.MESSAGE:
+                if event.position is None or event.position <= cursor:
+                    continue  # already sent
+                cursor = event.position
+            kept.append(event)
+        if not kept:
             return
-        self.events.append(event)
+        # All of them: the hand-out's own list, whose encoding subscribers share.
+        wanted = events if len(kept) == len(events) else kept
         self.active = True
         self.due = False
+        if self.direct and self.sink is not None:
+            if self.sink.write(wanted):
+                self.cursor = cursor
+                return
+            self.direct = False  # backed up: the stream's task takes over, in order
+        if len(self.events) + len(wanted) > self.limit:
+            self.close(CloseReason.OVERFLOW)
+            return
+        self.events.extend(wanted)
         self._wake()
 
     def close(self, reason: CloseReason) -> None:
@@ -166,12 +219,15 @@ class Subscription:
             self._wake()
 
     def _wake(self) -> None:
+        self.direct = False
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def next(self) -> LiveEvent | None:
         """The next event; None when a heartbeat is due instead.
+
+        While it waits, events go straight to the sink, if there is one.
 
         Raises:
             StreamClosed: the subscription was closed and its queue is empty.
@@ -183,9 +239,11 @@ class Subscription:
                 self.due = False
                 return None
             self.waiter = self.loop.create_future()
+            self.direct = self.sink is not None
             try:
                 await self.waiter
             finally:
+                self.direct = False
                 self.waiter = None
         return self.events.popleft()
 
@@ -322,7 +380,7 @@ class _SessionFeed:
                 notice.actor_id,
                 notice.seq if kind is EventKind.READ else None,
             )
-            self._hand_out(LiveEvent(kind, activity))
+            self._hand_out([LiveEvent(kind, activity)])
             return
         self._kick()
 
@@ -339,9 +397,9 @@ class _SessionFeed:
         if self._pump is None or self._pump.done():
             self._pump = asyncio.ensure_future(self._run())
 
-    def _hand_out(self, event: LiveEvent) -> None:
+    def _hand_out(self, events: Sequence[LiveEvent]) -> None:
         for subscriber in tuple(self.subscribers):
-            subscriber.offer(event)
+            subscriber.offer(events)
 
     async def _run(self) -> None:
         db = self.hub.db
@@ -359,10 +417,10 @@ class _SessionFeed:
                         lambda connection, p=params: connection.execute(_AFTER[False], p).all(),  # type: ignore[misc]
                         write=False,
                     )
-                    for row in rows:
-                        message = MessageView.from_row(self.session_id, row)
-                        self.head = message.seq
-                        self._hand_out(_message_event(message))
+                    if rows:
+                        messages = [MessageView.from_row(self.session_id, row) for row in rows]
+                        self.head = messages[-1].seq
+                        self._hand_out([_message_event(message) for message in messages])
                     if len(rows) < READ_BATCH and self.target <= asked:
                         # All there is: a notice cannot be ahead of the database. (One
                         # that came during the read may be ahead of the read's snapshot:
@@ -383,9 +441,15 @@ class _SessionFeed:
                         except Exception:
                             self.updated.update(seqs)  # tried again with the retry
                             raise
-                        for row in rows:
-                            message = MessageView.from_row(self.session_id, row)
-                            self._hand_out(_message_event(message, EventKind.MESSAGE_UPDATED))
+                        self._hand_out(
+                            [
+                                _message_event(
+                                    MessageView.from_row(self.session_id, row),
+                                    EventKind.MESSAGE_UPDATED,
+                                )
+                                for row in rows
+                            ]
+                        )
                     continue
                 return
         except Exception:
@@ -415,7 +479,7 @@ class _TenantFeed:
             self._kick()
         elif notice.kind is NoticeKind.READ:
             activity = Activity(notice.session_id, notice.actor or "", notice.actor_id, notice.seq)
-            self._hand_out(LiveEvent(EventKind.READ, activity))
+            self._hand_out([LiveEvent(EventKind.READ, activity)])
 
     async def check(self) -> None:
         """Look for sessions changed since the last check (notices may have been missed).
@@ -432,7 +496,7 @@ class _TenantFeed:
         )
         self.checked_at = now
         if len(rows) > TENANT_REPLAY_MAX:
-            self._hand_out(LiveEvent(EventKind.RESYNC, None))
+            self._hand_out([LiveEvent(EventKind.RESYNC, None)])
             return
         for row in rows:
             session = SessionRow(*row[:-1])
@@ -446,9 +510,9 @@ class _TenantFeed:
         if self.pending and (self._pump is None or self._pump.done()):
             self._pump = asyncio.ensure_future(self._run())
 
-    def _hand_out(self, event: LiveEvent) -> None:
+    def _hand_out(self, events: Sequence[LiveEvent]) -> None:
         for subscriber in tuple(self.subscribers):
-            subscriber.offer(event)
+            subscriber.offer(events)
 
     async def _run(self) -> None:
         news: dict[uuid.UUID, tuple[int, int]] = {}
@@ -462,11 +526,13 @@ class _TenantFeed:
                     write=False,
                 )
                 for state in states:
-                    for message in messages.get(state.session.id, ()):
-                        # A tenant stream resumes by session states, not by seqs.
-                        self._hand_out(_message_event(message, resumable=False))
+                    # A tenant stream resumes by session states, not by seqs.
+                    events = [
+                        _message_event(message, resumable=False)
+                        for message in messages.get(state.session.id, ())
+                    ]
                     self._remember(state.session.id, state.session.last_seq)
-                    self._hand_out(_session_event(state))
+                    self._hand_out([*events, _session_event(state)])
         except Exception:
             log.warning("live feed of a tenant could not read its sessions", exc_info=True)
             self.pending.update(news)
@@ -650,8 +716,10 @@ class LiveHub:
 
     # -- subscribing -----------------------------------------------------------------
 
-    def _subscribe(self, principal: Principal) -> Subscription:
-        subscription = Subscription(staff=not principal.is_customer, limit=self.queue_events)
+    def _subscribe(self, principal: Principal, sink: Sink | None) -> Subscription:
+        subscription = Subscription(
+            staff=not principal.is_customer, limit=self.queue_events, sink=sink
+        )
         if self.stopping:
             subscription.close(CloseReason.SHUTDOWN)
         self._subscriptions.add(subscription)
@@ -664,7 +732,12 @@ class LiveHub:
             del self._sessions[key]
 
     async def session_events(
-        self, principal: Principal, session_id: uuid.UUID, *, after: int | None
+        self,
+        principal: Principal,
+        session_id: uuid.UUID,
+        *,
+        after: int | None,
+        sink: Sink | None = None,
     ) -> AsyncIterator[list[LiveEvent] | None]:
         """A session's events after seq ``after`` (None: from now on), then live.
 
@@ -685,7 +758,7 @@ class LiveHub:
         feed = self._sessions.get(key)
         if feed is None:
             feed = self._sessions[key] = _SessionFeed(self, session_id, principal.tenant_id)
-        subscription = self._subscribe(principal)
+        subscription = self._subscribe(principal, sink)
         feed.subscribers.add(subscription)
         try:
             await asyncio.shield(feed.ready)
@@ -704,6 +777,7 @@ class LiveHub:
                     yield [_message_event(message) for message in messages]
                 if len(rows) < READ_BATCH:
                     break
+            subscription.cursor = cursor  # from now on, written straight to the sink too
             while True:
                 first = await subscription.next()
                 if first is None:
@@ -712,9 +786,9 @@ class LiveHub:
                 batch = []
                 for event in (first, *subscription.take_queued()):
                     if event.kind is EventKind.MESSAGE:
-                        if event.position is None or event.position <= cursor:
+                        if event.position is None or event.position <= subscription.cursor:
                             continue  # already sent while catching up
-                        cursor = event.position
+                        subscription.cursor = event.position
                     batch.append(event)
                 if batch:
                     yield batch
@@ -737,7 +811,7 @@ class LiveHub:
         return after
 
     async def tenant_events(
-        self, principal: Principal, *, after: int | None
+        self, principal: Principal, *, after: int | None, sink: Sink | None = None
     ) -> AsyncIterator[list[LiveEvent] | None]:
         """The tenant's session changes and new messages (support side only).
 
@@ -755,7 +829,7 @@ class LiveHub:
         tenant = self._tenants.get(principal.tenant_id)
         if tenant is None:
             tenant = self._tenants[principal.tenant_id] = _TenantFeed(self, principal.tenant_id)
-        subscription = self._subscribe(principal)
+        subscription = self._subscribe(principal, sink)
         tenant.subscribers.add(subscription)
         try:
             yield None

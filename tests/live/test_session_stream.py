@@ -73,10 +73,34 @@ async def test_websocket_resume_after_a_seq(server: LiveServer) -> None:
         assert ack["data"]["ref"] == "r1"
 
 
-@pytest.mark.parametrize("transport", ["sse", "ws"])
+# ws-deflate: the WebSocket of a browser, which offers per-message deflate; its frames
+# are compressed, so the server sends them through ASGI rather than straight.
+TRANSPORTS = ["sse", "ws", "ws-deflate"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_reconnecting_while_messages_are_posted_loses_and_repeats_nothing(
     server: LiveServer, transport: str
 ) -> None:
+    await reconnect_while_posting(server, transport)
+
+
+class TestWithoutDirectWrites:
+    """With ``live.direct_writes`` off, every event goes through ASGI: the same contract."""
+
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, dict[str, Any]]:
+        return {"live": {"direct_writes": False}}
+
+    @pytest.mark.parametrize("transport", ["sse", "ws"])
+    async def test_reconnecting_while_messages_are_posted_loses_and_repeats_nothing(
+        self, server: LiveServer, transport: str
+    ) -> None:
+        await reconnect_while_posting(server, transport)
+
+
+async def reconnect_while_posting(server: LiveServer, transport: str) -> None:
+    """Messages posted while a client drops and resumes over and over: it gets 1..N."""
     session = await open_session(server)
     total = 60
 
@@ -102,7 +126,8 @@ async def test_reconnecting_while_messages_are_posted_loses_and_repeats_nothing(
                     event = await stream.next()
                     received.append(int(event.id or 0))
         else:
-            async with ws(server, f"{path}/live?after={last}") as socket:
+            deflate = transport == "ws-deflate"
+            async with ws(server, f"{path}/live?after={last}", deflate=deflate) as socket:
                 for _ in range(min(take, total + 1 - len(received))):
                     frame = await socket.next()
                     received.append(frame["id"])

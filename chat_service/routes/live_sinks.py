@@ -1,0 +1,168 @@
+"""Live events written straight to the connection, under Hypercorn's HTTP/1.1 server.
+
+A message to a thousand subscribers is a thousand sends. Through the ASGI ``send``,
+each costs a task switch, Quart's response loop and Hypercorn's send path (h11's
+framing and state machine, a lock, ``drain()``): about half of a delivery's CPU
+(docs/benchmarks.md, "Live fan-out"). A sink writes the event, framed once for every
+subscriber, to the connection's transport, from the loop that hands the event out.
+
+A sink is made only where that writes the very bytes the ASGI path would: Hypercorn's
+asyncio server, HTTP/1.1, and a chunked ``GET`` response or a WebSocket without
+extensions (no per-message deflate). Each step from the ASGI ``send`` to the
+transport is checked by type; anywhere else (HTTP/2, another server, the test
+client, a browser's WebSocket, which offers deflate) there is no sink and events
+take the ASGI path. A sink refuses to write once the response or the WebSocket is no
+longer open for data, and while the transport holds more than ``BUFFER_BYTES``
+unsent: the stream's task then takes over, and the ASGI path's ``drain()`` and the
+subscription's bounded queue deal with the slow client as before.
+
+A sink writes only while the stream's task waits with nothing queued
+(``Subscription.direct``), so between the ASGI path's writes, never within one: the
+bytes on the wire are in the order of the events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from typing import Any, cast
+
+import h11
+from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from quart import Quart
+from wsproto.connection import ConnectionState
+
+from chat_service.services.live import LiveEvent, Sink
+
+# A client that has this much unsent is not keeping up: the ASGI path waits for it.
+BUFFER_BYTES = 64 * 1024
+
+Encode = Callable[[Sequence[LiveEvent]], bytes]
+
+_TRANSPORT_METHODS = ("write", "is_closing", "get_write_buffer_size")
+
+_SEND: ContextVar[ASGISendCallable | None] = ContextVar("asgi_send", default=None)
+
+
+def register(app: Quart) -> None:
+    """Keep each request's ASGI ``send`` where the live routes can find it."""
+    inner = app.asgi_app
+
+    async def asgi_app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        _SEND.set(send)
+        await inner(scope, receive, send)
+
+    app.asgi_app = asgi_app  # type: ignore[method-assign]
+
+
+def _transport(stream_type: type[Any]) -> tuple[Any, H11Protocol, asyncio.Transport] | None:
+    """The current request's stream, HTTP/1.1 protocol and transport, under Hypercorn."""
+    stream = getattr(_SEND.get(), "__self__", None)
+    if not isinstance(stream, stream_type):
+        return None
+    protocol = getattr(stream.send, "__self__", None)
+    if not isinstance(protocol, H11Protocol):
+        return None
+    server = getattr(protocol.send, "__self__", None)
+    if not isinstance(server, TCPServer):
+        return None
+    transport = server.writer.transport
+    # (uvloop's transports are not asyncio.WriteTransport subclasses; they have its methods.)
+    if not all(callable(getattr(transport, name, None)) for name in _TRANSPORT_METHODS):
+        return None
+    return stream, protocol, cast(asyncio.Transport, transport)
+
+
+def event_stream_sink(encode: Encode) -> Sink | None:
+    """A sink for the current request's event stream, or None (see the module)."""
+    found = _transport(HTTPStream)
+    if found is None:
+        return None
+    stream, protocol, transport = found
+    connection = protocol.connection
+    if (
+        not isinstance(connection, h11.Connection)
+        or stream.scope["method"] != "GET"
+        or connection.their_http_version != b"1.1"  # HTTP/1.1: h11 sends the body chunked
+    ):
+        return None
+    return _ChunkedSink(connection, transport, encode)
+
+
+def websocket_sink(encode: Encode) -> Sink | None:
+    """A sink for the current WebSocket (once accepted), or None (see the module)."""
+    found = _transport(WSStream)
+    if found is None:
+        return None
+    stream, _, transport = found
+    if stream.handshake.extensions:  # per-message deflate would be on
+        return None
+    return _WebSocketSink(stream, transport, encode)
+
+
+class _ChunkedSink:
+    """Writes events as chunks of an HTTP/1.1 chunked response being sent."""
+
+    __slots__ = ("connection", "encode", "transport")
+
+    def __init__(self, connection: h11.Connection, transport: asyncio.Transport, encode: Encode):
+        self.connection = connection
+        self.transport = transport
+        self.encode = encode
+
+    def write(self, events: Sequence[LiveEvent]) -> bool:
+        transport = self.transport
+        if (
+            self.connection.our_state is not h11.SEND_BODY
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > BUFFER_BYTES
+        ):
+            return False
+        transport.write(self.encode(events))
+        return True
+
+
+class _WebSocketSink:
+    """Writes events as frames of an open WebSocket."""
+
+    __slots__ = ("encode", "stream", "transport")
+
+    def __init__(self, stream: WSStream, transport: asyncio.Transport, encode: Encode):
+        self.stream = stream
+        self.transport = transport
+        self.encode = encode
+
+    def write(self, events: Sequence[LiveEvent]) -> bool:
+        stream, transport = self.stream, self.transport
+        if (
+            stream.closed
+            or stream.state is not ASGIWebsocketState.CONNECTED
+            or stream.connection.state is not ConnectionState.OPEN
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > BUFFER_BYTES
+        ):
+            return False
+        transport.write(self.encode(events))
+        return True
+
+
+def http_chunk(data: bytes) -> bytes:
+    """``data`` as one chunk of a chunked HTTP/1.1 body."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def websocket_text_frame(payload: bytes) -> bytes:
+    """A whole, unmasked WebSocket text frame (a server's) carrying ``payload``."""
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x81, size))
+    elif size < 1 << 16:
+        head = bytes((0x81, 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 127)) + size.to_bytes(8, "big")
+    return head + payload
