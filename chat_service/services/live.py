@@ -194,15 +194,24 @@ class Subscription:
         self.active = True
         self.due = False
         if self.direct and self.sink is not None:
-            if self.sink.write(wanted):
+            if self._write(wanted):
                 self.cursor = cursor
                 return
             self.direct = False  # backed up: the stream's task takes over, in order
-        if len(self.events) + len(wanted) > self.limit:
+        room = self.limit - len(self.events)
+        self.events.extend(wanted[:room])
+        if len(wanted) > room:
             self.close(CloseReason.OVERFLOW)
-            return
-        self.events.extend(wanted)
-        self._wake()
+        else:
+            self._wake()
+
+    def _write(self, events: Sequence[LiveEvent]) -> bool:
+        try:
+            return self.sink is not None and self.sink.write(events)
+        except Exception:
+            # This connection's trouble: its stream's task sends them, or fails alone.
+            log.exception("a live event could not be written to its connection")
+            return False
 
     def close(self, reason: CloseReason) -> None:
         """End the stream once the queued events are taken."""

@@ -225,9 +225,9 @@ class TestSlowConsumers:
         session = await open_session(server)
         path = f"/sessions/{session['id']}"
         state = app_state(server.app)
-        # With deflate, events go through the connection's queue and sender (ASGI); a
-        # client that reads fine is never closed by a burst when they are written
-        # straight (test_live_sinks covers the queue there).
+        # With deflate, events go through the connection's queue and sender (ASGI).
+        # Written straight, a burst to a client that reads fine ends nothing; a client
+        # that stops reading is in test_live_sinks.
         async with ws(server, f"{path}/live", deflate=True) as socket:
             # Forty messages committed in one transaction (group commit) reach the feed
             # in one read: more than the queue holds before the connection's sender runs.

@@ -9,6 +9,8 @@ over between its sink and its queue.
 from __future__ import annotations
 
 import asyncio
+import socket
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +18,11 @@ from typing import Any
 import pytest
 import uvloop
 
+from chat_service.model import AuthorType
 from chat_service.routes import live_sinks
+from chat_service.routes.state import app_state
+from chat_service.services import messages
+from chat_service.services.access import local_principal
 from chat_service.services.live import (
     CloseReason,
     EventKind,
@@ -94,6 +100,91 @@ class TestDirectWritesOff:
         assert sink_writes == Counter()
 
 
+class TestAClientThatStopsReading:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, dict[str, Any]]:
+        return {"live": {"queue_events": 5}}
+
+    async def test_its_stream_backs_up_then_ends_and_resumes_without_loss(
+        self, server: LiveServer, monkeypatch: pytest.MonkeyPatch, sink_writes: Counter[str]
+    ) -> None:
+        # Small kernel buffers at both ends: the connection backs up after a few events
+        # rather than after megabytes.
+        find = live_sinks._transport
+
+        def with_a_small_send_buffer(stream_type: type[Any]) -> Any:
+            found = find(stream_type)
+            if found is not None:
+                sock = found[2].get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            return found
+
+        monkeypatch.setattr(live_sinks, "_transport", with_a_small_send_buffer)
+        session = await open_session(server)
+        path = f"/sessions/{session['id']}/events"
+        reader, writer = await stalled_client(server.port, path)
+        state = app_state(server.app)
+        for n in range(60):  # about 3 KB each: 180 KB for a client that reads 2 KB
+            await messages.post_message(
+                state.db,
+                local_principal(),
+                publish=state.live.publish,
+                session_id=uuid.UUID(session["id"]),
+                content=f"{n} " + "x" * 3000,
+                author_type=AuthorType.CUSTOMER,
+            )
+        body = await read_chunked_body(reader)
+        writer.close()
+        events = parse_sse(body)
+        ids = [int(event["id"]) for event in events if event["event"] == "message"]
+        assert events[-1] == {"event": "close", "data": '{"reason":"overflow"}'}
+        assert ids == list(range(2, 2 + len(ids)))  # in order, none missing
+        assert 0 < sink_writes["sse"] < len(ids) < 60  # written, then queued, then closed
+        async with (
+            server.client() as client,
+            sse(client, path, **{"Last-Event-ID": str(ids[-1])}) as resumed,
+        ):
+            rest = [int((await resumed.next()).id or 0) for _ in range(61 - ids[-1])]
+        assert ids + rest == list(range(2, 62))
+
+
+async def stalled_client(port: int, path: str) -> tuple[asyncio.StreamReader, Any]:
+    """An SSE request from a client that reads 2 KB, then nothing until asked."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    # The reader stops taking from the socket beyond twice its limit.
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"transfer-encoding: chunked" in head.lower()
+    return reader, writer
+
+
+async def read_chunked_body(reader: asyncio.StreamReader) -> bytes:
+    """The rest of a chunked body, up to its last chunk."""
+    body = b""
+    async with asyncio.timeout(30):
+        while True:
+            size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+            if size == 0:
+                await reader.readexactly(2)
+                return body
+            body += await reader.readexactly(size)
+            assert await reader.readexactly(2) == b"\r\n"
+
+
+def parse_sse(body: bytes) -> list[dict[str, str]]:
+    events = []
+    for block in body.decode().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if line and ": " in line)
+        if "event" in fields:
+            events.append(fields)
+    return events
+
+
 # -- a subscription between its sink and its queue ------------------------------------
 
 
@@ -149,10 +240,24 @@ async def test_a_refused_write_queues_in_order_then_overflows() -> None:
     assert first is not None
     assert first.position == 2
     assert [event.position for event in subscription.take_queued()] == [3]
-    # The stream's task falls behind: the queue fills, and the stream ends.
-    subscription.offer([message(4), message(5), message(6)])
-    subscription.offer([message(7)])
+    # The stream's task falls behind: the queue fills with what fits, and the stream ends.
+    subscription.offer([message(4), message(5), message(6), message(7)])
     assert subscription.closed is CloseReason.OVERFLOW
+    subscription.offer([message(8)])
     assert [event.position for event in subscription.take_queued()] == [4, 5, 6]
     with pytest.raises(StreamClosed):
         await subscription.next()
+
+
+async def test_a_sink_that_fails_hands_its_events_to_the_stream() -> None:
+    class BrokenSink:
+        def write(self, events: Sequence[LiveEvent]) -> bool:
+            raise RuntimeError("the connection broke")
+
+    subscription = Subscription(staff=True, limit=3, sink=BrokenSink())
+    subscription.cursor = 0
+    task = await waiting(subscription)
+    subscription.offer([message(1)])  # no exception for the feed that hands it out
+    first = await task
+    assert first is not None
+    assert first.position == 1
