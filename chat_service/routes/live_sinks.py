@@ -2,7 +2,7 @@
 
 A message to a thousand subscribers is a thousand sends. Through the ASGI ``send``,
 each costs a task switch, Quart's response loop and Hypercorn's send path (h11's
-framing and state machine, a lock, ``drain()``): about half of a delivery's CPU
+framing and state machine, a lock, ``drain()``): more than half of a delivery's CPU
 (docs/benchmarks.md, "Live fan-out"). A sink writes the event, framed once for every
 subscriber, to the connection's transport, from the loop that hands the event out.
 
