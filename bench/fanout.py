@@ -93,6 +93,9 @@ STREAMS = {
     "session": {"sse": "/sessions/{id}/events", "ws": "/sessions/{id}/live"},
     "tenant": {"sse": "/events", "ws": "/live"},
 }
+for _paths in STREAMS.values():
+    _paths["wsz"] = _paths["ws"]  # a WebSocket that asks for per-message deflate
+TRANSPORT_LABELS = {"sse": "SSE", "ws": "WS", "wsz": "WS (deflate)"}
 # The goals: p99 commit-to-delivery at this many subscribers.
 GOAL_SUBSCRIBERS = 1000
 GOAL_ONE_PROCESS_MS = 50.0
@@ -568,12 +571,15 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str, str, int, float, bool
     for stream in args.streams:
         runs += [(stream, "sse", n, args.rate, True) for n in args.subscribers]
         runs += [(stream, "ws", n, args.rate, True) for n in args.ws_subscribers]
+        runs += [(stream, "wsz", n, args.rate, True) for n in args.wsz_subscribers]
         if args.slow_rate and args.subscribers:
             runs.append((stream, "sse", max(args.subscribers), args.slow_rate, True))
         for n in args.asgi_subscribers:
             runs.append((stream, "sse", n, args.rate, False))
             if args.ws_subscribers:
                 runs.append((stream, "ws", n, args.rate, False))
+            if args.wsz_subscribers:
+                runs.append((stream, "wsz", n, args.rate, False))
     return runs
 
 
@@ -622,6 +628,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subscribers", default="1,100,1000", help="SSE subscriber counts")
     parser.add_argument(
         "--ws-subscribers", default="1000", help="WebSocket subscriber counts ('' for none)"
+    )
+    parser.add_argument(
+        "--wsz-subscribers",
+        default="1000",
+        help="counts of WebSocket subscribers that ask for per-message deflate, as browsers "
+        "do ('' for none)",
     )
     parser.add_argument(
         "--asgi-subscribers",
@@ -674,8 +686,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("streams are session and tenant")
     args.subscribers = counts(args.subscribers)
     args.ws_subscribers = counts(args.ws_subscribers)
+    args.wsz_subscribers = counts(args.wsz_subscribers)
     args.asgi_subscribers = counts(args.asgi_subscribers)
-    most = max([*args.subscribers, *args.ws_subscribers, *args.asgi_subscribers, 1])
+    most = max(
+        [*args.subscribers, *args.ws_subscribers, *args.wsz_subscribers, *args.asgi_subscribers, 1]
+    )
     # The servers are started from here and inherit the limit.
     limit = raise_open_files(most + 1024)
     if limit < most + 64:
@@ -792,7 +807,8 @@ def goals(runs: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
             continue  # (the runs through ASGI are baselines)
         limit = GOAL_ONE_PROCESS_MS if run["processes"] == 1 else GOAL_TWO_PROCESSES_MS
         name = (
-            f"{SETUPS[run['setup']].label}, {run['stream']} stream, {run['transport'].upper()}, "
+            f"{SETUPS[run['setup']].label}, {run['stream']} stream, "
+            f"{TRANSPORT_LABELS[run['transport']]}, "
             f"{_count(run['subscribers'])} subscribers, {run['rate']:g} msg/s: "
             f"p99 ≤ {limit:.0f} ms"
         )
@@ -888,7 +904,8 @@ def markdown(records: list[dict[str, Any]], minutes: float) -> str:
         if run["missing"] or run["duplicates"] or run["out_of_order"]:
             delivered = f"**{delivered}**"
         lines.append(
-            f"| {run['setup']} | {run['stream']} | {run['transport'].upper()} | {writes} "
+            f"| {run['setup']} | {run['stream']} | {TRANSPORT_LABELS[run['transport']]} "
+            f"| {writes} "
             f"| {_count(run['subscribers'])} | {run['rate']:g} | {ms_text(run['p50_ms'])} "
             f"| {ms_text(run['p90_ms'])} | {ms_text(run['p99_ms'])} "
             f"| {ms_text(run['max_ms'])} | {ratio} | {versus} "

@@ -34,6 +34,7 @@ import socket
 import struct
 import sys
 import time
+import zlib
 from array import array
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 MESSAGE_EVENT = b"event: message\n"
 WS_MESSAGE_PREFIX = b'{"event":"message",'
 SEQ_FIELD = b'"seq":'
+DEFLATE_TAIL = b"\x00\x00\xff\xff"
 RECV_BYTES = 65536
 
 
@@ -53,6 +55,7 @@ class Connection:
         "closed",
         "error",
         "events",
+        "inflater",
         "kernel",
         "raw",
         "read",
@@ -72,6 +75,8 @@ class Connection:
         self.read = array("d")  # when this process read them
         self.closed = False
         self.error = ""
+        # wsz: per-message deflate, with the context carried from message to message.
+        self.inflater = zlib.decompressobj(-zlib.MAX_WBITS)
 
     def feed(self, data: bytes, kernel: float, read: float) -> None:
         self.raw += data
@@ -136,7 +141,13 @@ class Connection:
             if len(raw) - position < header + length:
                 break
             start = position + header
-            if opcode == 1 and raw.startswith(WS_MESSAGE_PREFIX, start):
+            if opcode == 1 and raw[position] & 0x40:  # compressed (RSV1)
+                text = bytearray(
+                    self.inflater.decompress(bytes(raw[start : start + length]) + DEFLATE_TAIL)
+                )
+                if text.startswith(WS_MESSAGE_PREFIX):
+                    self._record(text, len(WS_MESSAGE_PREFIX), kernel, read)
+            elif opcode == 1 and raw.startswith(WS_MESSAGE_PREFIX, start):
                 self._record(raw, start + len(WS_MESSAGE_PREFIX), kernel, read)
             elif opcode == 8:
                 self.closed = True
@@ -185,6 +196,8 @@ def request_bytes(transport: str, host: str, port: int, path: str) -> bytes:
             f"Sec-WebSocket-Key: {key}",
             "Sec-WebSocket-Version: 13",
         ]
+        if transport == "wsz":  # as browsers ask
+            lines.append("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -335,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", required=True)
-    parser.add_argument("--transport", choices=("sse", "ws"), default="sse")
+    parser.add_argument("--transport", choices=("sse", "ws", "wsz"), default="sse")
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=16, help="connections opening at once")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to open one")

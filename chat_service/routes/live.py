@@ -213,6 +213,12 @@ def _sink(
     return make(encode) if app_state().settings.live.direct_writes else None
 
 
+def _websocket_sink() -> Sink | None:
+    if not app_state().settings.live.direct_writes:
+        return None
+    return live_sinks.websocket_sink(ws_frames, ws_frame)
+
+
 def _last_event_id() -> int | None:
     value = request.headers.get(LAST_EVENT_ID)
     if value is None or not value.strip():
@@ -360,7 +366,7 @@ async def session_live(session_id: uuid.UUID) -> None:
             query.ticket, websocket.headers.get("Authorization"), ws=True
         )
         await rate_limits.limit(principal, RouteClass.READS, ws=True)
-        sink = _sink(live_sinks.websocket_sink, ws_frames)
+        sink = _websocket_sink()
         stream = state.live.session_events(principal, session_id, after=query.after, sink=sink)
     except Exception as error:
         await _refuse(error)
@@ -378,7 +384,7 @@ async def tenant_live() -> None:
             query.ticket, websocket.headers.get("Authorization"), ws=True
         )
         await rate_limits.limit(principal, RouteClass.READS, ws=True)
-        sink = _sink(live_sinks.websocket_sink, ws_frames)
+        sink = _websocket_sink()
         stream = state.live.tenant_events(principal, after=query.after, sink=sink)
     except Exception as error:
         await _refuse(error)

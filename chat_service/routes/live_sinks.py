@@ -7,11 +7,13 @@ framing and state machine, a lock, ``drain()``): more than half of a delivery's 
 subscriber, to the connection's transport, from the loop that hands the event out.
 
 A sink is made only where that writes the very bytes the ASGI path would: Hypercorn's
-asyncio server, HTTP/1.1, and a chunked ``GET`` response or a WebSocket without
-extensions (no per-message deflate). Each step from the ASGI ``send`` to the
-transport is checked by type; anywhere else (HTTP/2, another server, the test
-client, a browser's WebSocket, which offers deflate) there is no sink and events
-take the ASGI path. A sink refuses to write once the response or the WebSocket is no
+asyncio server, HTTP/1.1, and a chunked ``GET`` response or a WebSocket. Each step
+from the ASGI ``send`` to the transport is checked by type; anywhere else (HTTP/2,
+HTTP/1.0, another server, the test client) there is no sink and events take the ASGI
+path. A WebSocket that compresses its messages (per-message deflate, which browsers
+ask for) has each message compressed for it by its own wsproto connection, as
+Hypercorn would; one that does not shares frames encoded once. A sink refuses to
+write once the response or the WebSocket is no
 longer open for data, and while the transport holds more than ``BUFFER_BYTES``
 unsent: the stream's task then takes over, and the ASGI path's ``drain()`` and the
 subscription's bounded queue deal with the slow client as before.
@@ -36,6 +38,7 @@ from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from quart import Quart
 from wsproto.connection import ConnectionState
+from wsproto.events import TextMessage
 
 from chat_service.services.live import LiveEvent, Sink
 
@@ -60,8 +63,10 @@ def register(app: Quart) -> None:
     app.asgi_app = asgi_app  # type: ignore[method-assign]
 
 
-def _transport(stream_type: type[Any]) -> tuple[Any, H11Protocol, asyncio.Transport] | None:
-    """The current request's stream, HTTP/1.1 protocol and transport, under Hypercorn."""
+def _transport(
+    stream_type: type[Any],
+) -> tuple[Any, H11Protocol, TCPServer, asyncio.Transport] | None:
+    """The current request's stream, HTTP/1.1 protocol, server and transport."""
     stream = getattr(_SEND.get(), "__self__", None)
     if not isinstance(stream, stream_type):
         return None
@@ -75,7 +80,7 @@ def _transport(stream_type: type[Any]) -> tuple[Any, H11Protocol, asyncio.Transp
     # (uvloop's transports are not asyncio.WriteTransport subclasses; they have its methods.)
     if not all(callable(getattr(transport, name, None)) for name in _TRANSPORT_METHODS):
         return None
-    return stream, protocol, cast(asyncio.Transport, transport)
+    return stream, protocol, server, cast(asyncio.Transport, transport)
 
 
 def event_stream_sink(encode: Encode) -> Sink | None:
@@ -83,7 +88,7 @@ def event_stream_sink(encode: Encode) -> Sink | None:
     found = _transport(HTTPStream)
     if found is None:
         return None
-    stream, protocol, transport = found
+    stream, protocol, _, transport = found
     connection = protocol.connection
     if (
         not isinstance(connection, h11.Connection)
@@ -94,15 +99,21 @@ def event_stream_sink(encode: Encode) -> Sink | None:
     return _ChunkedSink(connection, transport, encode)
 
 
-def websocket_sink(encode: Encode) -> Sink | None:
-    """A sink for the current WebSocket (once accepted), or None (see the module)."""
+def websocket_sink(encode: Encode, text: Callable[[LiveEvent], str]) -> Sink | None:
+    """A sink for the current WebSocket (once accepted), or None (see the module).
+
+    ``encode``: events as frames on the wire, shared by the subscribers; ``text``: an
+    event's message, for a WebSocket that compresses its messages.
+    """
     found = _transport(WSStream)
     if found is None:
         return None
-    stream, _, transport = found
-    if stream.handshake.extensions:  # per-message deflate would be on
-        return None
-    return _WebSocketSink(stream, transport, encode)
+    stream, _, server, transport = found
+    if not stream.handshake.extensions:
+        return _WebSocketSink(stream, transport, encode)
+    if not hasattr(server.send_lock, "_waiters"):
+        return None  # an asyncio.Lock that does not show its waiters: no telling
+    return _CompressedWebSocketSink(stream, transport, server.send_lock, text)
 
 
 class _ChunkedSink:
@@ -148,6 +159,47 @@ class _WebSocketSink:
         ):
             return False
         transport.write(self.encode(events))
+        return True
+
+
+class _CompressedWebSocketSink:
+    """Writes events as messages of an open WebSocket with per-message deflate.
+
+    Each connection compresses its messages in turn, with a context carried from one
+    to the next: they must reach the wire in the order they were compressed. Hypercorn
+    compresses a message, then waits for its connection's send lock to write it; so
+    this sink writes only while nothing waits for that lock (an ``ack`` frame, or a
+    message of the stream's own task), and else hands over to the stream's task.
+    """
+
+    __slots__ = ("lock", "stream", "text", "transport")
+
+    def __init__(
+        self,
+        stream: WSStream,
+        transport: asyncio.Transport,
+        lock: asyncio.Lock,
+        text: Callable[[LiveEvent], str],
+    ):
+        self.stream = stream
+        self.transport = transport
+        self.lock = lock
+        self.text = text
+
+    def write(self, events: Sequence[LiveEvent]) -> bool:
+        stream, transport, lock = self.stream, self.transport, self.lock
+        if (
+            stream.closed
+            or stream.state is not ASGIWebsocketState.CONNECTED
+            or stream.connection.state is not ConnectionState.OPEN
+            or lock.locked()
+            or lock._waiters
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > BUFFER_BYTES
+        ):
+            return False
+        send = stream.connection.send
+        transport.write(b"".join(send(TextMessage(data=self.text(event))) for event in events))
         return True
 
 

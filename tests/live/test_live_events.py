@@ -217,7 +217,10 @@ async def test_shutdown_closes_streams_with_going_away(server: LiveServer) -> No
 class TestSlowConsumers:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, dict[str, Any]]:
-        return {"live": {"queue_events": 3}}
+        # Through ASGI, every event takes the connection's queue. (Written straight,
+        # a burst to a client that reads fine ends nothing; a client that stops reading
+        # is in test_live_sinks.)
+        return {"live": {"queue_events": 3, "direct_writes": False}}
 
     async def test_an_overflowing_stream_is_closed_and_resumes_without_loss(
         self, server: LiveServer
@@ -225,10 +228,7 @@ class TestSlowConsumers:
         session = await open_session(server)
         path = f"/sessions/{session['id']}"
         state = app_state(server.app)
-        # With deflate, events go through the connection's queue and sender (ASGI).
-        # Written straight, a burst to a client that reads fine ends nothing; a client
-        # that stops reading is in test_live_sinks.
-        async with ws(server, f"{path}/live", deflate=True) as socket:
+        async with ws(server, f"{path}/live") as socket:
             # Forty messages committed in one transaction (group commit) reach the feed
             # in one read: more than the queue holds before the connection's sender runs.
             await asyncio.gather(

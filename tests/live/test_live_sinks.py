@@ -13,10 +13,14 @@ import socket
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import uvloop
+from hypercorn.protocol.ws_stream import ASGIWebsocketState
+from wsproto.connection import Connection as WsConnection
+from wsproto.connection import ConnectionType
 
 from chat_service.model import AuthorType
 from chat_service.routes import live_sinks
@@ -40,7 +44,11 @@ pytestmark = pytest.mark.timeout(60)
 def sink_writes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Events written by each kind of sink, counted."""
     counts: Counter[str] = Counter()
-    for kind, sink_class in (("sse", live_sinks._ChunkedSink), ("ws", live_sinks._WebSocketSink)):
+    for kind, sink_class in (
+        ("sse", live_sinks._ChunkedSink),
+        ("ws", live_sinks._WebSocketSink),
+        ("ws-deflate", live_sinks._CompressedWebSocketSink),
+    ):
         original = sink_class.write
 
         def counted(
@@ -80,12 +88,51 @@ async def test_events_for_waiting_connections_are_written_straight(
     assert sink_writes["ws"] >= 2
 
 
-async def test_a_websocket_with_deflate_gets_its_events_through_asgi(
+async def test_a_websocket_with_deflate_gets_its_messages_compressed_and_straight(
     server: LiveServer, sink_writes: Counter[str]
 ) -> None:
     await follow_three_messages(server, deflate=True)
+    assert sink_writes["ws-deflate"] >= 2
     assert sink_writes["ws"] == 0
     assert sink_writes["sse"] >= 2
+
+
+@pytest.mark.parametrize("deflate", [True, False], ids=["deflate", "plain"])
+async def test_replies_and_events_interleave_without_corrupting_the_stream(
+    server: LiveServer, sink_writes: Counter[str], deflate: bool
+) -> None:
+    """A compressed WebSocket's messages must reach the wire in the order they were
+    compressed: replies to the client's frames (through ASGI) and events (straight)
+    are compressed by the same connection, at the same time."""
+    session = await open_session(server)
+    path = f"/sessions/{session['id']}/live"
+    total, asked = 80, 80
+    async with ws(server, path, deflate=deflate) as socket:
+
+        async def ask() -> None:
+            for n in range(asked):
+                await socket.send({"type": "read", "seq": 1, "ref": f"r{n}"})
+                await asyncio.sleep(0)
+
+        async def write() -> None:
+            for n in range(total):
+                await post(server, session["id"], f"m{n} " + "y" * (n % 7) * 40)
+
+        tasks = [asyncio.ensure_future(ask()), asyncio.ensure_future(write())]
+        seqs: list[int] = []
+        refs: list[str] = []
+        async with asyncio.timeout(30):
+            while len(seqs) < total or len(refs) < asked:
+                frame = await socket.next()  # a corrupt message fails here
+                if frame["event"] == "message":
+                    assert frame["data"]["content"].startswith(f"m{len(seqs)} ")
+                    seqs.append(frame["id"])
+                elif frame["event"] in ("ack", "error"):
+                    refs.append(frame["data"]["ref"])
+        await asyncio.gather(*tasks)
+    assert seqs == list(range(2, 2 + total))
+    assert refs == [f"r{n}" for n in range(asked)]
+    assert sink_writes["ws-deflate" if deflate else "ws"] > 0
 
 
 class TestDirectWritesOff:
@@ -115,7 +162,7 @@ class TestAClientThatStopsReading:
         def with_a_small_send_buffer(stream_type: type[Any]) -> Any:
             found = find(stream_type)
             if found is not None:
-                sock = found[2].get_extra_info("socket")
+                sock = found[-1].get_extra_info("socket")
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             return found
 
@@ -261,3 +308,46 @@ async def test_a_sink_that_fails_hands_its_events_to_the_stream() -> None:
     first = await task
     assert first is not None
     assert first.position == 1
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def test_a_compressed_websocket_is_not_written_while_a_message_waits_for_the_lock() -> None:
+    # A message that Hypercorn has compressed and not yet written (it waits for the
+    # connection's send lock) must go out before the next one compressed.
+    stream = SimpleNamespace(
+        closed=False,
+        state=ASGIWebsocketState.CONNECTED,
+        connection=WsConnection(ConnectionType.SERVER),
+    )
+    transport, lock = FakeTransport(), asyncio.Lock()
+    sink = live_sinks._CompressedWebSocketSink(
+        stream,  # type: ignore[arg-type]
+        transport,  # type: ignore[arg-type]
+        lock,
+        lambda event: f'{{"id":{event.position}}}',
+    )
+    assert sink.write([message(1)])
+    await lock.acquire()  # a write that is waiting for the client (drain)
+    assert not sink.write([message(2)])
+    waiting = asyncio.ensure_future(lock.acquire())  # a compressed reply, behind it
+    await asyncio.sleep(0)
+    lock.release()  # the reply is next, but has not run yet
+    assert not lock.locked()
+    assert not sink.write([message(2)])
+    await waiting
+    lock.release()
+    assert sink.write([message(2)])
+    assert transport.data.endswith(b'{"id":2}')

@@ -73,8 +73,8 @@ async def test_websocket_resume_after_a_seq(server: LiveServer) -> None:
         assert ack["data"]["ref"] == "r1"
 
 
-# ws-deflate: the WebSocket of a browser, which offers per-message deflate; its frames
-# are compressed, so the server sends them through ASGI rather than straight.
+# ws-deflate: the WebSocket of a browser, which offers per-message deflate: each
+# connection's messages are compressed in turn, with a context carried along.
 TRANSPORTS = ["sse", "ws", "ws-deflate"]
 
 
