@@ -197,8 +197,8 @@ class LiveSettings:
     direct_writes: bool = ts.option(
         default=True,
         help="Write an event straight to each connection waiting for one, rather than "
-        "through the ASGI send: HTTP/1.1 under Hypercorn, and WebSockets without "
-        "per-message deflate. false: every event goes through ASGI (slower).",
+        "through the ASGI send (SSE and WebSockets over HTTP/1.1, under Hypercorn). "
+        "false: every event goes through ASGI (slower).",
     )
     ticket_seconds: float = ts.option(
         default=30.0, validator=_positive, help="How long a live ticket may be used."
