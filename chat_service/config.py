@@ -200,6 +200,12 @@ class LiveSettings:
         "through the ASGI send (SSE and WebSockets over HTTP/1.1, under Hypercorn). "
         "false: every event goes through ASGI (slower).",
     )
+    websocket_compression: bool = ts.option(
+        default=False,
+        help="Agree to per-message deflate when a live WebSocket's client asks for it "
+        "(browsers do). Off: chat events are small, and deflate costs each connection "
+        "about 200 KB of memory and each delivery several times the CPU.",
+    )
     ticket_seconds: float = ts.option(
         default=30.0, validator=_positive, help="How long a live ticket may be used."
     )

@@ -214,7 +214,11 @@ def _sink(
 
 
 def _websocket_sink() -> Sink | None:
-    if not app_state().settings.live.direct_writes:
+    # Per-message deflate is settled first: it decides how the sink writes.
+    live = app_state().settings.live
+    if not live.websocket_compression:
+        live_sinks.decline_compression()
+    if not live.direct_writes:
         return None
     return live_sinks.websocket_sink(ws_frames, ws_frame)
 

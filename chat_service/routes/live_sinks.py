@@ -99,6 +99,18 @@ def event_stream_sink(encode: Encode) -> Sink | None:
     return _ChunkedSink(connection, transport, encode)
 
 
+def decline_compression() -> None:
+    """Accept the current WebSocket without per-message deflate, whatever it asked for.
+
+    Hypercorn agrees to deflate whenever a client asks; a server may decline it by
+    leaving the extension out of its answer (RFC 7692), which is what this does, from
+    the request's handshake, before ``accept()``. Elsewhere it does nothing.
+    """
+    found = _transport(WSStream)
+    if found is not None and not found[0].handshake.accepted:
+        found[0].handshake.extensions = None
+
+
 def websocket_sink(encode: Encode, text: Callable[[LiveEvent], str]) -> Sink | None:
     """A sink for the current WebSocket (once accepted), or None (see the module).
 

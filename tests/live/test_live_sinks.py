@@ -62,8 +62,11 @@ def sink_writes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     return counts
 
 
-async def follow_three_messages(server: LiveServer, *, deflate: bool = False) -> None:
-    """An SSE and a WebSocket client each get three messages, posted one by one."""
+async def follow_three_messages(server: LiveServer, *, deflate: bool = False) -> str | None:
+    """An SSE and a WebSocket client each get three messages, posted one by one.
+
+    Returns the WebSocket's agreed extensions.
+    """
     session = await open_session(server)
     path = f"/sessions/{session['id']}"
     async with (
@@ -76,6 +79,10 @@ async def follow_three_messages(server: LiveServer, *, deflate: bool = False) ->
             event, frame = await stream.until("message"), await socket.until("message")
             assert (event.id, event.data["content"]) == (str(seq), f"m{n}")
             assert (frame["id"], frame["data"]["content"]) == (seq, f"m{n}")
+        response = socket.connection.response
+        assert response is not None
+        extensions: str | None = response.headers.get("Sec-WebSocket-Extensions")
+        return extensions
 
 
 async def test_events_for_waiting_connections_are_written_straight(
@@ -88,19 +95,43 @@ async def test_events_for_waiting_connections_are_written_straight(
     assert sink_writes["ws"] >= 2
 
 
-async def test_a_websocket_with_deflate_gets_its_messages_compressed_and_straight(
+async def test_a_websocket_that_asks_for_deflate_is_answered_without_it(
     server: LiveServer, sink_writes: Counter[str]
 ) -> None:
-    await follow_three_messages(server, deflate=True)
-    assert sink_writes["ws-deflate"] >= 2
-    assert sink_writes["ws"] == 0
-    assert sink_writes["sse"] >= 2
+    assert await follow_three_messages(server, deflate=True) is None
+    assert sink_writes["ws"] >= 2
+    assert sink_writes["ws-deflate"] == 0
 
 
-@pytest.mark.parametrize("deflate", [True, False], ids=["deflate", "plain"])
-async def test_replies_and_events_interleave_without_corrupting_the_stream(
-    server: LiveServer, sink_writes: Counter[str], deflate: bool
+class TestWebSocketCompression:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, dict[str, Any]]:
+        return {"live": {"websocket_compression": True}}
+
+    async def test_a_websocket_with_deflate_gets_its_messages_compressed_and_straight(
+        self, server: LiveServer, sink_writes: Counter[str]
+    ) -> None:
+        extensions = await follow_three_messages(server, deflate=True)
+        assert extensions is not None
+        assert extensions.startswith("permessage-deflate")
+        assert sink_writes["ws-deflate"] >= 2
+        assert sink_writes["ws"] == 0
+
+    async def test_replies_and_events_interleave_without_corrupting_the_stream(
+        self, server: LiveServer, sink_writes: Counter[str]
+    ) -> None:
+        await replies_and_events_interleave(server, deflate=True)
+        assert sink_writes["ws-deflate"] > 0
+
+
+async def test_replies_and_events_interleave_on_a_plain_websocket(
+    server: LiveServer, sink_writes: Counter[str]
 ) -> None:
+    await replies_and_events_interleave(server, deflate=False)
+    assert sink_writes["ws"] > 0
+
+
+async def replies_and_events_interleave(server: LiveServer, *, deflate: bool) -> None:
     """A compressed WebSocket's messages must reach the wire in the order they were
     compressed: replies to the client's frames (through ASGI) and events (straight)
     are compressed by the same connection, at the same time."""
@@ -132,7 +163,27 @@ async def test_replies_and_events_interleave_without_corrupting_the_stream(
         await asyncio.gather(*tasks)
     assert seqs == list(range(2, 2 + total))
     assert refs == [f"r{n}" for n in range(asked)]
-    assert sink_writes["ws-deflate" if deflate else "ws"] > 0
+
+
+async def test_an_http_1_0_client_gets_its_events_through_asgi(
+    server: LiveServer, sink_writes: Counter[str]
+) -> None:
+    # HTTP/1.0 has no chunked bodies: the response is delimited by the connection's end.
+    session = await open_session(server)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(f"GET /sessions/{session['id']}/events HTTP/1.0\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"transfer-encoding" not in head.lower()
+    received = b""
+    for n in range(3):
+        await post(server, session["id"], f"m{n}")
+        async with asyncio.timeout(10):
+            while f"m{n}".encode() not in received:
+                received += await reader.read(65536)
+    writer.close()
+    assert [event["id"] for event in parse_sse(received) if "id" in event] == ["2", "3", "4"]
+    assert sink_writes["sse"] == 0
 
 
 class TestDirectWritesOff:

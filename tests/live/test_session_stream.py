@@ -73,8 +73,8 @@ async def test_websocket_resume_after_a_seq(server: LiveServer) -> None:
         assert ack["data"]["ref"] == "r1"
 
 
-# ws-deflate: the WebSocket of a browser, which offers per-message deflate: each
-# connection's messages are compressed in turn, with a context carried along.
+# ws-deflate: a WebSocket that asks for per-message deflate, as browsers do (the server
+# declines it unless live.websocket_compression is on: see TestWithCompression).
 TRANSPORTS = ["sse", "ws", "ws-deflate"]
 
 
@@ -97,6 +97,20 @@ class TestWithoutDirectWrites:
         self, server: LiveServer, transport: str
     ) -> None:
         await reconnect_while_posting(server, transport)
+
+
+class TestWithCompression:
+    """With ``live.websocket_compression`` on, each connection compresses its messages in
+    turn, with a context carried along: the same contract."""
+
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, dict[str, Any]]:
+        return {"live": {"websocket_compression": True}}
+
+    async def test_reconnecting_while_messages_are_posted_loses_and_repeats_nothing(
+        self, server: LiveServer
+    ) -> None:
+        await reconnect_while_posting(server, "ws-deflate")
 
 
 async def reconnect_while_posting(server: LiveServer, transport: str) -> None:
