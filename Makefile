@@ -20,7 +20,7 @@ help:
 	@echo "make test   ruff, mypy, import-linter and pytest on SQLite and PostgreSQL"
 	@echo "make bench  the full benchmark matrix (about 30 min); writes docs/benchmarks.md"
 	@echo "make bench-quick  a reduced benchmark run (about a minute) into bench/results/"
-	@echo "make bench-fanout  live fan-out, 1 to 1 000 subscribers (about 20 min); writes docs/benchmarks.md"
+	@echo "make bench-fanout  live fan-out, 1 to 1 000 subscribers (about 25 min); writes docs/benchmarks.md"
 	@echo "make bench-flood  one customer floods, others post (about 5 min); writes docs/benchmarks.md"
 
 $(POETRY):
