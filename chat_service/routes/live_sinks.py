@@ -139,14 +139,9 @@ class _ChunkedSink:
         self.encode = encode
 
     def write(self, events: Sequence[LiveEvent]) -> bool:
-        transport = self.transport
-        if (
-            self.connection.our_state is not h11.SEND_BODY
-            or transport.is_closing()
-            or transport.get_write_buffer_size() > BUFFER_BYTES
-        ):
+        if self.connection.our_state is not h11.SEND_BODY or not _keeping_up(self.transport):
             return False
-        transport.write(self.encode(events))
+        self.transport.write(self.encode(events))
         return True
 
 
@@ -161,16 +156,9 @@ class _WebSocketSink:
         self.encode = encode
 
     def write(self, events: Sequence[LiveEvent]) -> bool:
-        stream, transport = self.stream, self.transport
-        if (
-            stream.closed
-            or stream.state is not ASGIWebsocketState.CONNECTED
-            or stream.connection.state is not ConnectionState.OPEN
-            or transport.is_closing()
-            or transport.get_write_buffer_size() > BUFFER_BYTES
-        ):
+        if not _open(self.stream) or not _keeping_up(self.transport):
             return False
-        transport.write(self.encode(events))
+        self.transport.write(self.encode(events))
         return True
 
 
@@ -199,20 +187,28 @@ class _CompressedWebSocketSink:
         self.text = text
 
     def write(self, events: Sequence[LiveEvent]) -> bool:
-        stream, transport, lock = self.stream, self.transport, self.lock
-        if (
-            stream.closed
-            or stream.state is not ASGIWebsocketState.CONNECTED
-            or stream.connection.state is not ConnectionState.OPEN
-            or lock.locked()
-            or lock._waiters
-            or transport.is_closing()
-            or transport.get_write_buffer_size() > BUFFER_BYTES
-        ):
+        lock = self.lock
+        if lock.locked() or lock._waiters or not _open(self.stream):
+            return False  # (a message compressed before this one waits to be written)
+        if not _keeping_up(self.transport):
             return False
-        send = stream.connection.send
-        transport.write(b"".join(send(TextMessage(data=self.text(event))) for event in events))
+        send = self.stream.connection.send
+        self.transport.write(b"".join(send(TextMessage(data=self.text(e))) for e in events))
         return True
+
+
+def _open(stream: WSStream) -> bool:
+    """Whether the WebSocket is open for the application's messages."""
+    return (
+        not stream.closed
+        and stream.state is ASGIWebsocketState.CONNECTED
+        and stream.connection.state is ConnectionState.OPEN
+    )
+
+
+def _keeping_up(transport: asyncio.Transport) -> bool:
+    """Whether the connection is open and its client reads what it is sent."""
+    return not transport.is_closing() and transport.get_write_buffer_size() <= BUFFER_BYTES
 
 
 def http_chunk(data: bytes) -> bytes:
