@@ -225,6 +225,9 @@ async def open_connection(connection: Connection, host: str, port: int, path: st
     if expected not in status + b" ":
         sock.close()
         raise ConnectionError(status.decode(errors="replace"))
+    if connection.transport == "wsz" and b"permessage-deflate" not in head.lower():
+        sock.close()  # the server declined it: this would measure a plain WebSocket
+        raise ConnectionError("per-message deflate was not agreed")
     # From here on, every read carries the kernel's receive timestamp.
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     connection.sock = sock

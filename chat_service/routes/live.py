@@ -214,13 +214,16 @@ def _sink(
 
 
 def _websocket_sink() -> Sink | None:
-    # Per-message deflate is settled first: it decides how the sink writes.
-    live = app_state().settings.live
-    if not live.websocket_compression:
-        live_sinks.decline_compression()
-    if not live.direct_writes:
+    _settle_compression()  # first: it decides how the sink writes
+    if not app_state().settings.live.direct_writes:
         return None
     return live_sinks.websocket_sink(ws_frames, ws_frame)
+
+
+def _settle_compression() -> None:
+    """Decline per-message deflate before accepting, unless the settings allow it."""
+    if not app_state().settings.live.websocket_compression:
+        live_sinks.decline_compression()
 
 
 def _last_event_id() -> int | None:
@@ -408,6 +411,7 @@ async def _refuse(error: Exception) -> None:
             reason = f"{where}: {error.detail}"
     else:
         raise error
+    _settle_compression()
     await websocket.accept()
     await websocket.close(code, _close_reason(reason))
 

@@ -192,8 +192,15 @@ class _CompressedWebSocketSink:
             return False  # (a message compressed before this one waits to be written)
         if not _keeping_up(self.transport):
             return False
+        texts = [self.text(event) for event in events]  # what may fail, before compressing
         send = self.stream.connection.send
-        self.transport.write(b"".join(send(TextMessage(data=self.text(e))) for e in events))
+        try:
+            data = b"".join(send(TextMessage(data=text)) for text in texts)
+        except Exception:
+            # Compressed and never sent: the client could not inflate what follows.
+            self.transport.abort()
+            raise
+        self.transport.write(data)
         return True
 
 

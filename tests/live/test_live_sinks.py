@@ -364,6 +364,10 @@ async def test_a_sink_that_fails_hands_its_events_to_the_stream() -> None:
 class FakeTransport:
     def __init__(self) -> None:
         self.data = b""
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
 
     def write(self, data: bytes) -> None:
         self.data += data
@@ -402,3 +406,31 @@ async def test_a_compressed_websocket_is_not_written_while_a_message_waits_for_t
     lock.release()
     assert sink.write([message(2)])
     assert transport.data.endswith(b'{"id":2}')
+
+
+async def test_a_compressed_websocket_that_fails_halfway_is_cut() -> None:
+    # What was compressed and never sent would leave the client unable to inflate the
+    # rest: the connection ends (the client resumes), rather than go on.
+    connection = WsConnection(ConnectionType.SERVER)
+    stream = SimpleNamespace(
+        closed=False, state=ASGIWebsocketState.CONNECTED, connection=connection
+    )
+    sent = connection.send
+
+    def fail_on_the_second(event: Any) -> bytes:
+        if "2" in event.data:
+            raise RuntimeError("compression failed")
+        return sent(event)
+
+    connection.send = fail_on_the_second  # type: ignore[method-assign]
+    transport = FakeTransport()
+    sink = live_sinks._CompressedWebSocketSink(
+        stream,  # type: ignore[arg-type]
+        transport,  # type: ignore[arg-type]
+        asyncio.Lock(),
+        lambda event: f'{{"id":{event.position}}}',
+    )
+    with pytest.raises(RuntimeError):
+        sink.write([message(1), message(2)])
+    assert transport.aborted
+    assert transport.data == b""
