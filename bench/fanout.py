@@ -515,7 +515,7 @@ FANOUT_CATEGORIES = (
     (
         "events written straight to the connections (live_sinks: send(), loopback "
         "delivery included)",
-        ("_ChunkedSink.write", "_WebSocketSink.write"),
+        ("_ChunkedSink.write", "_WebSocketSink.write", "_CompressedWebSocketSink.write"),
     ),
     (
         "socket writes through ASGI (StreamWriter.write: send(), loopback delivery included)",
@@ -757,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
 def line_of(record: dict[str, Any]) -> str:
     return (
         f"  {record['setup']:13} {record['stream']:7} {record['transport']:3} "
-        f"{'' if record.get('direct_writes', True) else '(ASGI) '}"
+        f"{'' if record['direct_writes'] else '(ASGI) '}"
         f"n={record['subscribers']:<5} held {record['connections_held']:<5} "
         f"{record['rate']:g}/s p50 {ms_text(record['p50_ms'])} p99 {ms_text(record['p99_ms'])} "
         f"max {ms_text(record['max_ms'])} ms "
@@ -770,29 +770,22 @@ def line_of(record: dict[str, Any]) -> str:
 # --- the report -----------------------------------------------------------------------
 
 
+def _find(runs: list[dict[str, Any]], **fields: Any) -> dict[str, Any] | None:
+    """The first of ``runs`` with these values."""
+    return next((run for run in runs if all(run[k] == v for k, v in fields.items())), None)
+
+
 def _baseline(runs: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any] | None:
-    for other in runs:
-        if (
-            other["setup"] == run["setup"]
-            and other["stream"] == run["stream"]
-            and other["transport"] == "sse"
-            and other["subscribers"] == 1
-        ):
-            return other
-    return None
+    """The 1-subscriber SSE run of ``run``'s setup and stream."""
+    return _find(runs, setup=run["setup"], stream=run["stream"], transport="sse", subscribers=1)
 
 
 def _through_asgi(runs: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any] | None:
     """The run like ``run`` with every event sent through ASGI, if it was measured."""
-    if not run.get("direct_writes", True):
+    if not run["direct_writes"]:
         return None
-    for other in runs:
-        if not other.get("direct_writes", True) and all(
-            other[key] == run[key]
-            for key in ("setup", "stream", "transport", "subscribers", "rate")
-        ):
-            return other
-    return None
+    same = {key: run[key] for key in ("setup", "stream", "transport", "subscribers", "rate")}
+    return _find(runs, direct_writes=False, **same)
 
 
 def ms_text(value: float | None) -> str:
@@ -808,7 +801,7 @@ def goals(runs: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
     for run in runs:
         if (
             run["subscribers"] != GOAL_SUBSCRIBERS
-            or not run.get("direct_writes", True)
+            or not run["direct_writes"]
             or run["transport"] == "wsz"
         ):
             continue  # the goals are for the default settings: not ASGI, nor deflate
@@ -841,7 +834,8 @@ def goals(runs: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
 
 def markdown(records: list[dict[str, Any]], minutes: float) -> str:
     machine_record = records[0]
-    runs = [record for record in records if record["kind"] == "run"]
+    # Runs recorded before live.direct_writes existed sent every event through ASGI.
+    runs = [{"direct_writes": False, **record} for record in records if record["kind"] == "run"]
     slow = sorted({run["rate"] for run in runs} - {machine_record["rate"]})
     also = f" (the most SSE subscribers also at {', '.join(f'{r:g}' for r in slow)}/s)"
     lines = [
@@ -906,7 +900,7 @@ def markdown(records: list[dict[str, Any]], minutes: float) -> str:
                 f"{run['p99_ms'] / asgi['p99_ms']:.2f}, "
                 f"{run['cpu_us_per_delivery'] / asgi['cpu_us_per_delivery']:.2f}"
             )
-        writes = "direct" if run.get("direct_writes", True) else "ASGI"
+        writes = "direct" if run["direct_writes"] else "ASGI"
         cpu_server = f"{run['cpu_server']:.2f}"
         if run["cpu_poster_server"] is not None:
             cpu_server += f" + {run['cpu_poster_server']:.2f}"

@@ -168,7 +168,7 @@ async def session_events(session_id: uuid.UUID, query_args: SessionStreamQuery) 
     after = query_args.after if resumed is None else resumed
     principal = await live_principal(query_args.ticket, request.headers.get("Authorization"))
     await rate_limits.limit(principal, RouteClass.READS)
-    sink = _sink(live_sinks.event_stream_sink, sse_chunk)
+    sink = _event_stream_sink()
     stream = state.live.session_events(principal, session_id, after=after, sink=sink)
     try:
         return await _event_stream(stream)
@@ -202,15 +202,15 @@ async def tenant_events(query_args: TenantStreamQuery) -> Response:
     after = query_args.after if after is None else after
     principal = await live_principal(query_args.ticket, request.headers.get("Authorization"))
     await rate_limits.limit(principal, RouteClass.READS)
-    sink = _sink(live_sinks.event_stream_sink, sse_chunk)
+    sink = _event_stream_sink()
     stream = state.live.tenant_events(principal, after=after, sink=sink)
     return await _event_stream(stream)
 
 
-def _sink(
-    make: Callable[[live_sinks.Encode], Sink | None], encode: live_sinks.Encode
-) -> Sink | None:
-    return make(encode) if app_state().settings.live.direct_writes else None
+def _event_stream_sink() -> Sink | None:
+    if not app_state().settings.live.direct_writes:
+        return None
+    return live_sinks.event_stream_sink(sse_chunk)
 
 
 def _websocket_sink() -> Sink | None:

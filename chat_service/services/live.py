@@ -193,7 +193,7 @@ class Subscription:
         wanted = events if len(kept) == len(events) else kept
         self.active = True
         self.due = False
-        if self.direct and self.sink is not None:
+        if self.direct:
             if self._write(wanted):
                 self.cursor = cursor
                 return
@@ -206,8 +206,10 @@ class Subscription:
             self._wake()
 
     def _write(self, events: Sequence[LiveEvent]) -> bool:
+        if self.sink is None:
+            return False
         try:
-            return self.sink is not None and self.sink.write(events)
+            return self.sink.write(events)
         except Exception:
             # This connection's trouble: its stream's task sends them, or fails alone.
             log.exception("a live event could not be written to its connection")

@@ -379,21 +379,26 @@ class FakeTransport:
         return 0
 
 
-async def test_a_compressed_websocket_is_not_written_while_a_message_waits_for_the_lock() -> None:
-    # A message that Hypercorn has compressed and not yet written (it waits for the
-    # connection's send lock) must go out before the next one compressed.
+def compressed_sink(
+    connection: WsConnection, transport: FakeTransport, lock: asyncio.Lock
+) -> live_sinks._CompressedWebSocketSink:
+    """The sink of an open WebSocket on ``connection`` (a message's text: its id)."""
     stream = SimpleNamespace(
-        closed=False,
-        state=ASGIWebsocketState.CONNECTED,
-        connection=WsConnection(ConnectionType.SERVER),
+        closed=False, state=ASGIWebsocketState.CONNECTED, connection=connection
     )
-    transport, lock = FakeTransport(), asyncio.Lock()
-    sink = live_sinks._CompressedWebSocketSink(
+    return live_sinks._CompressedWebSocketSink(
         stream,  # type: ignore[arg-type]
         transport,  # type: ignore[arg-type]
         lock,
         lambda event: f'{{"id":{event.position}}}',
     )
+
+
+async def test_a_compressed_websocket_is_not_written_while_a_message_waits_for_the_lock() -> None:
+    # A message that Hypercorn has compressed and not yet written (it waits for the
+    # connection's send lock) must go out before the next one compressed.
+    transport, lock = FakeTransport(), asyncio.Lock()
+    sink = compressed_sink(WsConnection(ConnectionType.SERVER), transport, lock)
     assert sink.write([message(1)])
     await lock.acquire()  # a write that is waiting for the client (drain)
     assert not sink.write([message(2)])
@@ -412,9 +417,6 @@ async def test_a_compressed_websocket_that_fails_halfway_is_cut() -> None:
     # What was compressed and never sent would leave the client unable to inflate the
     # rest: the connection ends (the client resumes), rather than go on.
     connection = WsConnection(ConnectionType.SERVER)
-    stream = SimpleNamespace(
-        closed=False, state=ASGIWebsocketState.CONNECTED, connection=connection
-    )
     sent = connection.send
 
     def fail_on_the_second(event: Any) -> bytes:
@@ -424,12 +426,7 @@ async def test_a_compressed_websocket_that_fails_halfway_is_cut() -> None:
 
     connection.send = fail_on_the_second  # type: ignore[method-assign]
     transport = FakeTransport()
-    sink = live_sinks._CompressedWebSocketSink(
-        stream,  # type: ignore[arg-type]
-        transport,  # type: ignore[arg-type]
-        asyncio.Lock(),
-        lambda event: f'{{"id":{event.position}}}',
-    )
+    sink = compressed_sink(connection, transport, asyncio.Lock())
     with pytest.raises(RuntimeError):
         sink.write([message(1), message(2)])
     assert transport.aborted
